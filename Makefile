@@ -1,0 +1,62 @@
+# The one entry point. `make dev` starts the platform on embedded engines; `make test` runs everything CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install dev test lint fmt typecheck pytest check migration migrate migrations-check lock clean
+
+# Fresh Debian/Ubuntu machine: create the venv if needed and install the locked set.
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "installing python3-venv"; \
+		(apt-get update -qq && apt-get install -y -qq python3-venv) || sudo apt-get install -y -qq python3-venv; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/taskgate dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check app tests migrations
+	$(BIN)/ruff format --check app tests migrations
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix app tests migrations
+	$(BIN)/ruff format app tests migrations
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict app
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+check: test
+
+migration: $(STAMP)
+	@test -n "$(m)" || { echo 'usage: make migration m="add task leases"'; exit 2; }
+	$(BIN)/alembic revision --autogenerate -m "$(m)"
+
+migrate: $(STAMP)
+	$(BIN)/taskgate migrate
+
+migrations-check: $(STAMP)
+	$(BIN)/pytest tests/integration/test_migrations.py
+
+# Re-resolve the pinned set after changing dependencies in pyproject.toml.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^taskgate' > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,138 @@
+"""Command line: `taskgate api | worker | scheduler | migrate | dev`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.core.config import get_settings
+from app.core.logging import configure_logging
+
+cli = typer.Typer(
+    name="taskgate",
+    help="Background work behind an authenticated REST API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _configure_logging() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+
+@cli.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default: settings).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Uvicorn worker processes.")] = None,
+) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    settings = get_settings()
+    _configure_logging()
+    uvicorn.run(
+        "app.main:create_app_from_env",
+        factory=True,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        workers=workers or settings.api.workers,
+        log_config=None,
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Prefork processes.")] = None,
+    queues: Annotated[
+        str, typer.Option(help="Queues, highest priority first.")
+    ] = "high,default,low",
+    hostname: Annotated[str | None, typer.Option(help="Worker node name (name@host).")] = None,
+) -> None:
+    """Run a Celery worker (prefork pool) on the priority queues."""
+    from app.worker.celery_app import celery_app
+
+    settings = get_settings()
+    _configure_logging()
+    argv = [
+        "worker",
+        f"--concurrency={concurrency or settings.worker.concurrency}",
+        f"--queues={queues}",
+        f"--loglevel={settings.log_level}",
+        "--pool=prefork",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    celery_app.worker_main(argv)
+
+
+@cli.command()
+def scheduler() -> None:
+    """Run the scheduler (celery beat) with the periodic sends of `app.worker.beat`."""
+    import tempfile
+    from pathlib import Path
+
+    from app.worker.beat import BEAT_SCHEDULE
+    from app.worker.celery_app import celery_app
+
+    settings = get_settings()
+    _configure_logging()
+    celery_app.conf.beat_schedule = BEAT_SCHEDULE
+    path = Path(tempfile.gettempdir()) / "taskgate-beat-schedule"
+    celery_app.start(["beat", f"--schedule={path}", f"--loglevel={settings.log_level}"])
+
+
+@cli.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply database migrations (`alembic upgrade head`)."""
+    from alembic import command
+
+    from app.migrations import alembic_config
+
+    _configure_logging()
+    command.upgrade(alembic_config(), revision)
+
+
+@cli.command()
+def dev(
+    data_dir: Annotated[Path, typer.Option(help="Where engines keep their data.")] = Path(
+        ".taskgate"
+    ),
+    host: Annotated[str, typer.Option(help="API address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    api_workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+    worker_concurrency: Annotated[int, typer.Option(help="Celery prefork processes.")] = 2,
+) -> None:
+    """Start the whole platform on embedded engines: PostgreSQL, Valkey, S3, API, worker, scheduler."""
+    from app.devstack.dev import run_dev
+
+    _configure_logging()
+    raise typer.Exit(
+        run_dev(
+            data_dir=data_dir.resolve(),
+            host=host,
+            port=port,
+            api_workers=api_workers,
+            worker_concurrency=worker_concurrency,
+        )
+    )
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

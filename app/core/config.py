@@ -1,0 +1,211 @@
+"""Settings: one `Settings` object, read from `TASKGATE_*` environment variables (`__` nests)."""
+
+from __future__ import annotations
+
+import enum
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Self
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "change-me-local-only-not-a-secret-0000"  # noqa: S105 (refused outside local/test)
+
+
+class Environment(enum.StrEnum):
+    local = "local"
+    test = "test"
+    staging = "staging"
+    production = "production"
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/taskgate"
+    pool_size: int = Field(10, ge=1, le=200)
+    max_overflow: int = Field(10, ge=0, le=200)
+    pool_timeout_s: float = Field(10.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    statement_timeout_ms: int = Field(30_000, ge=0)
+    # TLS to a managed PostgreSQL: disable | require | verify-ca | verify-full.
+    sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "disable"
+    ssl_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _ca_for_verification(self) -> Self:
+        if self.sslmode in ("verify-ca", "verify-full") and self.ssl_ca_file is None:
+            raise ValueError(f"sslmode={self.sslmode} needs ssl_ca_file")
+        return self
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"  # rediss:// for TLS
+    ssl_ca_file: Path | None = None
+    socket_timeout_s: float = Field(2.0, gt=0)
+    max_connections: int = Field(50, ge=1)
+
+
+class S3Settings(BaseModel):
+    endpoint_url: str | None = None  # None: AWS S3 of `region`
+    region: str = "us-east-1"
+    bucket: str = Field("taskgate", min_length=3, max_length=63)
+    access_key_id: SecretStr | None = None  # None: the default AWS credential chain
+    secret_access_key: SecretStr | None = None
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    timeout_s: float = Field(5.0, gt=0)
+
+
+JwtAlgorithm = Literal["HS256", "EdDSA", "ES256"]
+_KEY_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+_MIN_SECRET_BYTES = 32
+
+
+def _check_secret(name: str, secret: SecretStr) -> None:
+    if len(secret.get_secret_value().encode()) < _MIN_SECRET_BYTES:
+        raise ValueError(f"TASKGATE_SECURITY__{name} must be at least {_MIN_SECRET_BYTES} bytes")
+
+
+def _check_pem_key(name: str, algorithm: JwtAlgorithm, pem: SecretStr, *, private: bool) -> None:
+    """Refuse a PEM key that does not parse or does not fit `algorithm` (Ed25519 / P-256)."""
+    data = pem.get_secret_value().encode()
+    try:
+        key: object = (
+            serialization.load_pem_private_key(data, password=None)
+            if private or b"PRIVATE KEY" in data
+            else serialization.load_pem_public_key(data)
+        )
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ValueError(f"TASKGATE_SECURITY__{name} is not a PEM key: {exc}") from None
+    if algorithm == "EdDSA":
+        fits = isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey)
+    else:
+        fits = isinstance(
+            key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey
+        ) and isinstance(key.curve, ec.SECP256R1)
+    if not fits:
+        raise ValueError(f"TASKGATE_SECURITY__{name} is not an {algorithm} key")
+
+
+class SecuritySettings(BaseModel):
+    """JWT keys (one pinned algorithm per `kid`), token lifetimes, password and API key hashing."""
+
+    model_config = ConfigDict(frozen=True)  # hashable: the parsed keys are cached per settings
+
+    # HS256: the signing key of the current kid (>= 32 random bytes); unused for EdDSA/ES256.
+    jwt_secret: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+    jwt_algorithm: JwtAlgorithm = "HS256"
+    # EdDSA (Ed25519) or ES256 (P-256): the PEM private key of the current kid.
+    jwt_private_key: SecretStr | None = None
+    jwt_key_id: str = Field("k1", pattern=_KEY_ID_PATTERN)
+    # Rotation: tokens of the previous kid still verify (never signed) until it is removed.
+    jwt_previous_key_id: str | None = Field(None, pattern=_KEY_ID_PATTERN)
+    jwt_previous_algorithm: JwtAlgorithm | None = None  # None: the same as jwt_algorithm
+    # HS256: the previous secret; EdDSA/ES256: its PEM public (or private) key.
+    jwt_previous_key: SecretStr | None = None
+    jwt_issuer: str = "taskgate"
+    jwt_audience: str = "taskgate-api"
+    access_token_ttl_s: int = Field(900, ge=60, le=900)
+    refresh_token_ttl_s: int = Field(14 * 24 * 3600, ge=3600)
+    # Key of the HMAC that API keys are stored under (>= 32 random bytes).
+    api_key_pepper: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+    # argon2id: at least 19 MiB and two passes (parallelism is 1).
+    password_hash_memory_kib: int = Field(19_456, ge=19_456, le=1_048_576)
+    password_hash_time_cost: int = Field(2, ge=2, le=10)
+
+    @property
+    def previous_algorithm(self) -> JwtAlgorithm:
+        return self.jwt_previous_algorithm or self.jwt_algorithm
+
+    @model_validator(mode="after")
+    def _usable_keys(self) -> Self:
+        if self.refresh_token_ttl_s <= self.access_token_ttl_s:
+            raise ValueError("refresh_token_ttl_s must be longer than access_token_ttl_s")
+        if self.jwt_algorithm == "HS256":
+            _check_secret("JWT_SECRET", self.jwt_secret)
+        elif self.jwt_private_key is None:
+            raise ValueError(f"jwt_algorithm={self.jwt_algorithm} needs jwt_private_key")
+        else:
+            _check_pem_key(
+                "JWT_PRIVATE_KEY", self.jwt_algorithm, self.jwt_private_key, private=True
+            )
+        if self.jwt_previous_key_id is not None:
+            if self.jwt_previous_key_id == self.jwt_key_id:
+                raise ValueError("jwt_previous_key_id must differ from jwt_key_id")
+            if self.jwt_previous_key is None:
+                raise ValueError("jwt_previous_key_id needs jwt_previous_key")
+            if self.previous_algorithm == "HS256":
+                _check_secret("JWT_PREVIOUS_KEY", self.jwt_previous_key)
+            else:
+                _check_pem_key(
+                    "JWT_PREVIOUS_KEY",
+                    self.previous_algorithm,
+                    self.jwt_previous_key,
+                    private=False,
+                )
+        _check_secret("API_KEY_PEPPER", self.api_key_pepper)
+        return self
+
+    def check_deployable(self) -> None:
+        """Raise `ValueError` if a placeholder secret is in use (refused outside local/test)."""
+        uses_placeholder = {
+            "JWT_SECRET": self.jwt_algorithm == "HS256" and self.jwt_secret,
+            "JWT_PREVIOUS_KEY": self.jwt_previous_key_id is not None and self.jwt_previous_key,
+            "API_KEY_PEPPER": self.api_key_pepper,
+        }
+        for name, secret in uses_placeholder.items():
+            if isinstance(secret, SecretStr) and secret.get_secret_value() == PLACEHOLDER_SECRET:
+                raise ValueError(f"TASKGATE_SECURITY__{name} must be set outside local/test")
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+
+class WorkerSettings(BaseModel):
+    concurrency: int = Field(2, ge=1, le=256)
+    # Broker visibility timeout: above the longest task timeout so Redis never redelivers a running job.
+    visibility_timeout_s: int = Field(7200, ge=60)
+    # How often kombu puts back messages of a dead worker; the default (1 h) is far too slow.
+    unacked_restore_interval_s: float = Field(5.0, gt=0)
+
+
+class HealthSettings(BaseModel):
+    check_timeout_s: float = Field(2.0, gt=0, le=30)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TASKGATE_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    env: Environment = Environment.local
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+
+    @model_validator(mode="after")
+    def _no_placeholders_in_production(self) -> Self:
+        if self.env not in (Environment.local, Environment.test):
+            self.security.check_deployable()
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,131 @@
+"""Database: declarative base, async engine, and `transaction()` — the only place that commits."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Enum, MetaData, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import NullPool
+
+from app.core.config import DatabaseSettings
+
+log = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 (SQLAlchemy reads this class attribute)
+        datetime: DateTime(timezone=True),
+        enum.Enum: Enum(enum.Enum, native_enum=False, length=32, validate_strings=True),
+    }
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+def connect_args(settings: DatabaseSettings) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "timeout": settings.connect_timeout_s,
+        "server_settings": {
+            "application_name": "taskgate",
+            "statement_timeout": str(settings.statement_timeout_ms),
+        },
+    }
+    if settings.sslmode == "require":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        args["ssl"] = context
+    elif settings.sslmode in ("verify-ca", "verify-full"):
+        context = ssl.create_default_context(cafile=settings.ssl_ca_file)
+        context.check_hostname = settings.sslmode == "verify-full"
+        args["ssl"] = context
+    return args
+
+
+def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
+    """An asyncpg engine with the pool, timeouts and TLS of `settings`."""
+    options: dict[str, Any] = {
+        "pool_size": settings.pool_size,
+        "max_overflow": settings.max_overflow,
+        "pool_timeout": settings.pool_timeout_s,
+        "pool_pre_ping": True,
+        "connect_args": connect_args(settings),
+    }
+    options.update(overrides)
+    if options.get("poolclass") is NullPool:
+        for key in ("pool_size", "max_overflow", "pool_timeout"):
+            options.pop(key)
+    return create_async_engine(make_url(settings.url), **options)
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+AfterCommit = Callable[[], Any]
+_AFTER_COMMIT_KEY = "taskgate_after_commit"
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once the surrounding `transaction()` has committed (never on rollback)."""
+    session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_callbacks(session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_AFTER_COMMIT_KEY, None)
+
+
+async def _run_callbacks(callbacks: list[AfterCommit]) -> None:
+    for callback in callbacks:
+        try:
+            outcome = callback()
+            if hasattr(outcome, "__await__"):
+                await outcome
+        except Exception:  # after-commit work logs and never undoes a commit
+            log.exception("after-commit callback failed", extra={"callback": repr(callback)})
+
+
+@asynccontextmanager
+async def transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """One session and transaction: commit on success, roll back on error, then after-commit work."""
+    async with sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        callbacks = session.info.pop(_AFTER_COMMIT_KEY, [])
+    await _run_callbacks(callbacks)

@@ -1,0 +1,192 @@
+"""Errors: domain errors are `AppError` subclasses, rendered as RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.context import request_id_var
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://taskgate.dev/problems/"
+
+
+class AppError(Exception):
+    """A failure a client can act on: a stable `type`, a `title`, an HTTP status, a human detail."""
+
+    status: ClassVar[int] = status.HTTP_400_BAD_REQUEST
+    type: ClassVar[str] = "bad-request"
+    title: ClassVar[str] = "Bad request"
+    headers: dict[str, str]
+    # Field-level details (`[{loc, msg, type}]`), rendered as the problem's `errors` member.
+    errors: list[dict[str, Any]] | None = None
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        self.detail = detail or self.title
+        self.headers = headers or {}
+        super().__init__(self.detail)
+
+
+class NotFound(AppError):
+    status, type, title = 404, "not-found", "Not found"
+
+
+class Conflict(AppError):
+    status, type, title = 409, "conflict", "Conflict"
+
+
+class Forbidden(AppError):
+    status, type, title = 403, "forbidden", "Forbidden"
+
+
+class Unauthorized(AppError):
+    status, type, title = 401, "unauthorized", "Not authenticated"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class TooManyRequests(AppError):
+    status, type, title = 429, "too-many-requests", "Too many requests"
+
+
+class ServiceUnavailable(AppError):
+    status, type, title = 503, "service-unavailable", "Service unavailable"
+
+
+class PayloadTooLarge(AppError):
+    status, type, title = 413, "payload-too-large", "Payload too large"
+
+
+def problem(
+    request: Request,
+    *,
+    status_code: int,
+    type_: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + type_,
+        "title": title,
+        "status": status_code,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": request_id_var.get(),
+        **extra,
+    }
+    return JSONResponse(body, status_code=status_code, headers=headers, media_type=PROBLEM_JSON)
+
+
+def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for the errors a route can raise."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = responses.setdefault(
+            error.status,
+            {"description": error.title, "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}}},
+        )
+        if entry["description"] != error.title:
+            entry["description"] += f" / {error.title}"
+    return responses
+
+
+_PROBLEM_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/Problem"}
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)  # noqa: S101 (registered for AppError only)
+    extra = {"errors": exc.errors} if exc.errors is not None else {}
+    return problem(
+        request,
+        status_code=exc.status,
+        type_=exc.type,
+        title=exc.title,
+        detail=exc.detail,
+        headers=exc.headers,
+        **extra,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    errors = [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")}
+        for error in exc.errors()
+    ]
+    return problem(
+        request,
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        type_="validation-error",
+        title="Request validation failed",
+        detail="; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)[:1000],
+        errors=errors,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    slug = title.lower().replace(" ", "-")
+    return problem(
+        request,
+        status_code=exc.status_code,
+        type_=slug,
+        title=title,
+        detail=str(exc.detail),
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
+    return problem(
+        request,
+        status_code=500,
+        type_="internal-error",
+        title="Internal server error",
+        detail="The server failed to handle this request; quote the request id when reporting it.",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)
+
+
+PROBLEM_OPENAPI_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "required": ["type", "title", "status", "detail", "instance", "request_id"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "request_id": {"type": ["string", "null"]},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+}

@@ -1,0 +1,53 @@
+"""Prometheus metrics, named `taskgate_<noun>_<unit>` and labelled by route template, never by id."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_DURATION = Histogram(
+    "taskgate_http_request_duration_seconds",
+    "HTTP request latency by method, route template and status class.",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+REQUESTS = Counter(
+    "taskgate_http_requests_total",
+    "HTTP requests by method, route template and status code.",
+    ["method", "route", "status"],
+)
+
+
+def _route_template(scope: Scope) -> str:
+    # The router records the matched route in the (shared) scope; unmatched paths share one label.
+    return str(getattr(scope.get("route"), "path", "unmatched"))
+
+
+class MetricsMiddleware:
+    """Count and time every HTTP request by its route template (bounded label values)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_code = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = _route_template(scope)
+            labels = (scope["method"], route, str(status_code))
+            REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
+            REQUESTS.labels(*labels).inc()

@@ -1,0 +1,93 @@
+"""Liveness, readiness and metrics: unauthenticated operations endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from app.core.config import Settings
+from app.files import storage
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["operations"])
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class DependencyCheck(BaseModel):
+    status: Literal["ok", "failed"]
+    detail: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "failed"]
+    checks: dict[str, DependencyCheck]
+
+
+@router.get("/health/live")
+async def get_liveness() -> Liveness:
+    """200 while the process runs and serves requests."""
+    return Liveness()
+
+
+async def _check(
+    name: str, probe: Callable[[], Awaitable[object]], timeout_s: float
+) -> DependencyCheck:
+    try:
+        await asyncio.wait_for(probe(), timeout=timeout_s)
+    except TimeoutError:
+        log.warning("readiness check timed out", extra={"dependency": name})
+        return DependencyCheck(status="failed", detail=f"no answer within {timeout_s:g}s")
+    except Exception as exc:  # any failure of a dependency means "not ready", never a 500
+        log.warning("readiness check failed", extra={"dependency": name, "error": repr(exc)})
+        return DependencyCheck(status="failed", detail=type(exc).__name__)
+    return DependencyCheck(status="ok")
+
+
+@router.get(
+    "/health/ready",
+    responses={503: {"model": Readiness, "description": "A dependency did not answer"}},
+)
+async def get_readiness(request: Request, response: Response) -> Readiness:
+    """200 when PostgreSQL, Redis and S3 all answer within the check timeout; 503 naming any that failed."""
+    settings: Settings = request.app.state.settings
+    timeout_s = settings.health.check_timeout_s
+
+    async def postgres() -> None:
+        async with request.app.state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def redis() -> None:
+        await request.app.state.redis.ping()
+
+    async def s3() -> None:
+        await storage.check_bucket(settings.s3)
+
+    names = ("postgres", "redis", "s3")
+    results = await asyncio.gather(
+        *(
+            _check(name, probe, timeout_s)
+            for name, probe in zip(names, (postgres, redis, s3), strict=True)
+        )
+    )
+    checks = dict(zip(names, results, strict=True))
+    ready = all(check.status == "ok" for check in results)
+    if not ready:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Readiness(status="ok" if ready else "failed", checks=checks)
+
+
+@router.get("/metrics", response_class=Response, include_in_schema=True)
+async def get_metrics() -> Response:
+    """Prometheus text exposition of this process's metrics (restrict by network in production)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,80 @@
+"""Tasks: the durable record of every submitted piece of work."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, TimestampMixin
+
+
+class TaskStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    retrying = "retrying"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.succeeded, TaskStatus.failed, TaskStatus.canceled})
+
+
+class Priority(enum.StrEnum):
+    high = "high"
+    default = "default"
+    low = "low"
+
+
+class Task(TimestampMixin, Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        # GET /projects/{id}/tasks?status=… newest first.
+        Index(None, "project_id", "status", "created_at"),
+        Index(None, "project_id", "created_at"),
+        UniqueConstraint("project_id", "idempotency_key"),
+        # The scheduler's scans: due or undispatched queued tasks, and expired leases.
+        Index(
+            "ix_tasks_due_for_dispatch",
+            "run_at",
+            postgresql_where=text("status IN ('queued', 'retrying')"),
+        ),
+        Index(
+            "ix_tasks_lease_expires_at",
+            "lease_expires_at",
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(100))
+    status: Mapped[TaskStatus] = mapped_column(default=TaskStatus.queued)
+    priority: Mapped[Priority] = mapped_column(default=Priority.default)
+    input: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    result_key: Mapped[str | None] = mapped_column(String(512))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    progress: Mapped[float | None]
+    progress_message: Mapped[str | None] = mapped_column(String(500))
+    attempt: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    timeout_s: Mapped[int] = mapped_column(default=300)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # sha256 of the submitted body, so a reused idempotency key with another body is a 409.
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    run_at: Mapped[datetime | None]
+    dispatched_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(255))
+    cancel_requested_at: Mapped[datetime | None]
+    created_by: Mapped[uuid.UUID | None]
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

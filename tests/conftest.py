@@ -1,0 +1,135 @@
+"""Test harness: real engines once per session, a fresh migrated database, isolated tests.
+
+The engines come from `app.devstack` (embedded PostgreSQL, Valkey and S3 from pip wheels) unless
+`TASKGATE_DATABASE__URL`, `TASKGATE_REDIS__URL` or `TASKGATE_S3__ENDPOINT_URL` point at running
+ones, in which case those are used as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.db import create_engine
+from app.core.redis import create_redis
+from app.devstack import DevStack, StackUrls
+from app.main import create_app
+from tests.support import ProcessGroup, plain_dsn, run_alembic, settings_env
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUrls]:
+    """The engines for the whole session: embedded ones, or those named by the environment."""
+    with DevStack(tmp_path_factory.mktemp("engines"), durable=False) as dev_stack:
+        yield dev_stack.start()
+
+
+@pytest.fixture(scope="session")
+async def database_url(stack: StackUrls) -> AsyncIterator[str]:
+    """A fresh database for this session, migrated with `alembic upgrade head`, dropped afterwards."""
+    name = f"taskgate_test_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(plain_dsn(stack.database_url, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = make_url(stack.database_url).set(database=name).render_as_string(hide_password=False)
+    run_alembic(url, "upgrade", "head")
+    yield url
+    admin = await asyncpg.connect(plain_dsn(stack.database_url, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def settings(stack: StackUrls, database_url: str) -> Settings:
+    """Settings pointing at this session's engines and database."""
+    return Settings.model_validate(
+        {
+            "env": "test",
+            "log_json": False,
+            "database": {"url": database_url, "pool_size": 5},
+            "redis": {"url": stack.redis_url},
+            "s3": {
+                "endpoint_url": stack.s3_endpoint_url,
+                "bucket": stack.s3_bucket,
+                "region": stack.s3_region,
+                "access_key_id": stack.s3_access_key_id,
+                "secret_access_key": stack.s3_secret_access_key,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def process_env(settings: Settings) -> dict[str, str]:
+    """Environment for child processes (API, workers) that points them at this session's engines."""
+    return {**os.environ, **settings_env(settings)}
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.database)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def db(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions bound to one connection whose outer transaction is rolled back after the test."""
+    async with engine.connect() as conn:  # code under test may commit: it releases a savepoint
+        outer = await conn.begin()
+        yield async_sessionmaker(
+            bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
+        await outer.rollback()
+
+
+@pytest.fixture
+async def session(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session for arranging and asserting; it sees what the code under test wrote."""
+    async with db() as session:
+        yield session
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = create_redis(settings.redis)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def app(settings: Settings, db: async_sessionmaker[AsyncSession]) -> AsyncIterator[FastAPI]:
+    """The API with its lifespan run, its sessions joined to the test's rolled-back transaction."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        application.state.sessionmaker = db
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://taskgate.test") as client:
+        yield client
+
+
+@pytest.fixture
+def processes() -> Iterator[ProcessGroup]:
+    """Real child processes (API, Celery workers) that are all stopped when the test ends."""
+    group = ProcessGroup()
+    yield group
+    group.stop_all()

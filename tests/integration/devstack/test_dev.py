@@ -1,0 +1,63 @@
+"""`taskgate dev` end to end: engines, migrations, API, worker and scheduler, then Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.integration.devstack.conftest import processes_in
+from tests.support import ProcessGroup, free_port, http_ok, wait_until
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """PIDs of live processes whose environment holds `key=value`."""
+    wanted = f"{key}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and wanted in environ:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.e2e
+class TestDev:
+    def test_serves_the_api_and_stops_everything_on_ctrl_c(self, tmp_path: Path) -> None:
+        data_dir, port, group = tmp_path / "data", free_port(), ProcessGroup()
+        env = {key: value for key, value in os.environ.items() if not key.startswith("TASKGATE_")}
+        try:
+            dev = group.start_python(
+                *("-m", "app.cli", "dev", "--data-dir", str(data_dir), "--port", str(port)),
+                env=env,
+                log_path=tmp_path / "dev.log",
+            )
+            wait_until(
+                lambda: http_ok(f"http://127.0.0.1:{port}/docs") or dev.poll() is not None,
+                timeout_s=60,
+                what="the API",
+            )
+            assert dev.poll() is None, (tmp_path / "dev.log").read_text()
+            settings = dict(
+                line.split("=", 1) for line in (data_dir / "env").read_text().splitlines()
+            )
+            children = processes_with_env("TASKGATE_REDIS__URL", settings["TASKGATE_REDIS__URL"])
+
+            dev.send_signal(signal.SIGINT)
+            returncode = dev.wait(timeout=60)
+        finally:
+            group.stop_all()
+
+        assert returncode == 0, (tmp_path / "dev.log").read_text()[-3000:]
+        assert "taskgate dev is running" in (tmp_path / "dev.log").read_text()
+        assert children  # the API at least; worker and scheduler too unless they were restarting
+        assert processes_with_env("TASKGATE_REDIS__URL", settings["TASKGATE_REDIS__URL"]) == []
+        assert processes_in(data_dir) == []

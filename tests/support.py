@@ -1,0 +1,155 @@
+"""Helpers for tests that run real processes: free ports, bounded waits, process cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import httpx
+from sqlalchemy.engine import make_url
+
+from app.core.config import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """`TASKGATE_*` variables that make a child process use the same engines as `settings`."""
+    env = {
+        "TASKGATE_ENV": settings.env.value,
+        "TASKGATE_LOG_JSON": "true",
+        "TASKGATE_DATABASE__URL": settings.database.url,
+        "TASKGATE_REDIS__URL": settings.redis.url,
+        "TASKGATE_S3__BUCKET": settings.s3.bucket,
+        "TASKGATE_S3__REGION": settings.s3.region,
+    }
+    if settings.s3.endpoint_url:
+        env["TASKGATE_S3__ENDPOINT_URL"] = settings.s3.endpoint_url
+    if settings.s3.access_key_id and settings.s3.secret_access_key:
+        env["TASKGATE_S3__ACCESS_KEY_ID"] = settings.s3.access_key_id.get_secret_value()
+        env["TASKGATE_S3__SECRET_ACCESS_KEY"] = settings.s3.secret_access_key.get_secret_value()
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.1, what: str
+) -> None:
+    """Poll `condition` until it holds; fail after `timeout_s` naming `what` was awaited."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited but is not reaped yet; it holds no resources and counts as gone.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+class ProcessGroup:
+    """Children started in their own sessions, so stopping one stops everything it spawned."""
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path
+    ) -> subprocess.Popen[bytes]:
+        log = log_path.open("wb")
+        try:
+            child = subprocess.Popen(  # noqa: S603 (argv built by the tests)
+                list(argv),
+                cwd=REPO_ROOT,
+                env=dict(env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self.children.append(child)
+        return child
+
+    def start_python(
+        self, *args: str, env: Mapping[str, str], log_path: Path
+    ) -> subprocess.Popen[bytes]:
+        return self.start([sys.executable, *args], env=env, log_path=log_path)
+
+    def stop(self, child: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> None:
+        if child.poll() is None:
+            _signal_group(child.pid, signal.SIGTERM)
+            try:
+                child.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(child.pid, signal.SIGKILL)
+                child.wait(timeout=timeout_s)
+        # Whatever the child left in its session (a forked pool process) goes too.
+        _signal_group(child.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            self.stop(child)
+        self.children.clear()
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signum)
+
+
+def plain_dsn(database_url: str, database: str | None = None) -> str:
+    """A libpq DSN (no SQLAlchemy driver) for `database_url`, optionally another database."""
+    url = make_url(database_url).set(drivername="postgresql")
+    if database is not None:
+        url = url.set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def run_alembic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the stock `alembic` command from the repo root against `database_url`."""
+    env = {**os.environ, "TASKGATE_DATABASE__URL": database_url}
+    result = subprocess.run(  # noqa: S603 (fixed argv)
+        [sys.executable, "-m", "alembic", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"alembic {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.core.config import PLACEHOLDER_SECRET, Settings
+
+
+class TestSettings:
+    def test_nested_groups_are_read_from_double_underscore_variables(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("TASKGATE_DATABASE__URL", "postgresql+asyncpg://db.internal/tg")
+        monkeypatch.setenv("TASKGATE_REDIS__URL", "rediss://cache.internal:6380/0")
+        monkeypatch.setenv("TASKGATE_S3__ENDPOINT_URL", "https://s3.internal")
+
+        settings = Settings()
+
+        assert settings.database.url == "postgresql+asyncpg://db.internal/tg"
+        assert settings.redis.url == "rediss://cache.internal:6380/0"
+        assert settings.s3.endpoint_url == "https://s3.internal"
+
+    def test_the_placeholder_jwt_secret_is_refused_in_production(self) -> None:
+        with pytest.raises(ValidationError, match="JWT_SECRET must be set"):
+            Settings(env="production")
+
+    def test_a_short_jwt_secret_is_refused_in_production(self) -> None:
+        with pytest.raises(ValidationError, match="at least 32 bytes"):
+            Settings(env="production", security={"jwt_secret": "short"})
+
+    def test_production_accepts_a_long_random_secret(self) -> None:
+        settings = Settings(
+            env="production", security={"jwt_secret": "x" * 48, "api_key_pepper": "y" * 48}
+        )
+
+        assert settings.security.jwt_secret.get_secret_value() != PLACEHOLDER_SECRET
+
+    def test_verifying_postgres_tls_needs_a_ca_bundle(self) -> None:
+        with pytest.raises(ValidationError, match="needs ssl_ca_file"):
+            Settings(database={"sslmode": "verify-full"})
+
+    def test_access_tokens_cannot_live_longer_than_fifteen_minutes(self) -> None:
+        with pytest.raises(ValidationError):
+            Settings(security={"access_token_ttl_s": 3600})
