@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint fmt typecheck pytest check migration migrate migrations-check lock clean
+.PHONY: install dev test lint fmt typecheck pytest check migration migrate migrations-check bench bench-short lock clean
 
 # Fresh Debian/Ubuntu machine: create the venv if needed and install the locked set.
 $(STAMP): pyproject.toml requirements.lock
@@ -23,12 +23,12 @@ dev: $(STAMP)
 	$(BIN)/taskgate dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests migrations
-	$(BIN)/ruff format --check app tests migrations
+	$(BIN)/ruff check app tests migrations benchmarks
+	$(BIN)/ruff format --check app tests migrations benchmarks
 
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix app tests migrations
-	$(BIN)/ruff format app tests migrations
+	$(BIN)/ruff check --fix app tests migrations benchmarks
+	$(BIN)/ruff format app tests migrations benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict app
@@ -49,6 +49,13 @@ migrate: $(STAMP)
 
 migrations-check: $(STAMP)
 	$(BIN)/pytest tests/integration/test_migrations.py
+
+# Time `taskgate dev` to /health/ready = 200, cold and warm (docs/benchmarks.md); bench-short: one run, for CI.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.dev_startup
+
+bench-short: $(STAMP)
+	$(BIN)/python -m benchmarks.dev_startup --short
 
 # Re-resolve the pinned set after changing dependencies in pyproject.toml.
 lock:
