@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
+from app.auth.cli import users
 from app.core.config import get_settings
 from app.core.logging import configure_logging
+from app.projects.cli import keys, projects
 
 cli = typer.Typer(
     name="taskgate",
@@ -128,6 +130,11 @@ def dev(
             worker_concurrency=worker_concurrency,
         )
     )
+
+
+cli.add_typer(users, name="users")
+cli.add_typer(projects, name="projects")
+cli.add_typer(keys, name="keys")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app import __version__
+from app.auth.router import router as auth_router
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import PROBLEM_OPENAPI_SCHEMA, install_error_handlers
@@ -17,7 +18,9 @@ from app.core.logging import configure_logging
 from app.core.metrics import MetricsMiddleware
 from app.core.middleware import RequestIdMiddleware
 from app.core.redis import create_redis
+from app.events.router import router as events_router
 from app.health.router import router as health_router
+from app.projects.router import router as projects_router
 
 DESCRIPTION = (
     "Run background work behind an authenticated REST API: submit typed tasks to a project, "
@@ -53,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(auth_router, prefix="/v1")
+    app.include_router(projects_router, prefix="/v1")
+    app.include_router(events_router, prefix="/v1")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -62,14 +68,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 description=app.description,
                 routes=app.routes,
             )
-            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
-                PROBLEM_OPENAPI_SCHEMA
-            )
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["Problem"] = PROBLEM_OPENAPI_SCHEMA
+            _describe_validation_errors_as_problems(schema)
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _describe_validation_errors_as_problems(schema: dict[str, Any]) -> None:
+    """FastAPI documents 422 as its own JSON shape; the server answers with problem+json."""
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            response = operation.get("responses", {}).get("422")
+            if response is not None:
+                response["content"] = problem
+                response["description"] = "Request validation failed"
 
 
 def create_app_from_env() -> FastAPI:

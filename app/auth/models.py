@@ -1,11 +1,11 @@
-"""Users."""
+"""Users and their refresh tokens."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, TimestampMixin
@@ -21,3 +21,18 @@ class User(TimestampMixin, Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(default=True)
     last_login_at: Mapped[datetime | None]
+
+
+class RefreshToken(TimestampMixin, Base):
+    """One issued refresh token (its `jti`); single use, rotated within a family on refresh."""
+
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (Index(None, "family_id"), Index(None, "user_id"))
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # Every token rotated from one login shares the family; reusing any of them revokes it all.
+    family_id: Mapped[uuid.UUID]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

@@ -1,0 +1,124 @@
+"""FastAPI dependencies: the request's session and settings, and who is calling.
+
+`CurrentPrincipal` accepts `Authorization: Bearer <JWT access token>` or `Bearer tg_…` (an API
+key of one project). `CurrentUser` is for user-only routes: an API key there is a 403
+(`user-token-required`). Every credential failure is the same 401 with `WWW-Authenticate: Bearer`.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth import service as auth_service
+from app.auth.exceptions import InvalidCredentials, UserTokenRequired
+from app.auth.models import User
+from app.auth.principal import Principal
+from app.core.config import Settings
+from app.core.db import after_commit, transaction, utc_now
+from app.core.security import API_KEY_PREFIX
+from app.projects import service as project_service
+
+__all__ = [
+    "CurrentPrincipal",
+    "CurrentUser",
+    "Principal",
+    "SessionDep",
+    "SessionmakerDep",
+    "SettingsDep",
+    "get_principal",
+]
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    return sessionmaker
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with transaction(request.app.state.sessionmaker) as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+# scope="function": commit before the response is sent, so a failed commit is a 500, never a 2xx.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+# Both read `Authorization: Bearer …`; two schemes so the OpenAPI document offers both ways.
+_user_token = OAuth2PasswordBearer(
+    tokenUrl="/v1/auth/token",
+    scheme_name="UserToken",
+    description="A user's access token from `POST /v1/auth/token`.",
+    auto_error=False,
+)
+_api_key = HTTPBearer(
+    scheme_name="ApiKey",
+    bearerFormat="tg_…",
+    description="A project's API key, `Authorization: Bearer tg_…`.",
+    auto_error=False,
+)
+
+
+async def _record_api_key_use(
+    sessionmaker: async_sessionmaker[AsyncSession], key_id: uuid.UUID, now: datetime
+) -> None:
+    async with transaction(sessionmaker) as session:
+        await project_service.touch_api_key(session, key_id=key_id, now=now)
+
+
+async def get_principal(
+    session: SessionDep,
+    settings: SettingsDep,
+    sessionmaker: SessionmakerDep,
+    token: Annotated[str | None, Depends(_user_token)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
+) -> Principal:
+    """The caller, from a JWT access token or an API key; 401 for anything else."""
+    bearer = token or (credentials.credentials if credentials is not None else None)
+    if not bearer:
+        raise InvalidCredentials()
+    if bearer.startswith(API_KEY_PREFIX):
+        api_key = await project_service.authenticate_api_key(
+            session, settings=settings.security, key=bearer
+        )
+        if api_key is None:
+            raise InvalidCredentials()
+        now = utc_now()
+        if project_service.api_key_needs_touch(api_key, now):
+            # Once the request's own transaction is over, in a short one of its own.
+            after_commit(
+                session, functools.partial(_record_api_key_use, sessionmaker, api_key.id, now)
+            )
+        return Principal.for_api_key(api_key)
+    user = await auth_service.user_from_access_token(
+        session, settings=settings.security, token=bearer
+    )
+    if user is None:
+        raise InvalidCredentials()
+    return Principal.for_user(user)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_current_user(principal: CurrentPrincipal) -> User:
+    """The calling user; API keys are refused with 403 on user-only routes."""
+    if principal.user is None:
+        raise UserTokenRequired()
+    return principal.user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]

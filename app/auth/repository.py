@@ -1,0 +1,59 @@
+"""Queries of users and refresh tokens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.models import RefreshToken, User
+
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: uuid.UUID) -> User | None:
+        return await self.session.get(User, user_id)
+
+    async def by_email(self, email: str) -> User | None:
+        return await self.session.scalar(select(User).where(User.email == email))
+
+
+class RefreshTokenRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, token_id: uuid.UUID) -> RefreshToken | None:
+        return await self.session.get(RefreshToken, token_id)
+
+    async def use(
+        self, token_id: uuid.UUID, *, user_id: uuid.UUID, now: datetime
+    ) -> RefreshToken | None:
+        """Mark a live token used, once: of two concurrent uses only one gets the row back."""
+        query = (
+            update(RefreshToken)
+            .where(
+                RefreshToken.id == token_id,
+                RefreshToken.user_id == user_id,
+                RefreshToken.used_at.is_(None),
+                RefreshToken.revoked_at.is_(None),
+                RefreshToken.expires_at > now,
+            )
+            .values(used_at=now)
+            .returning(RefreshToken)
+            .execution_options(populate_existing=True)
+        )
+        return await self.session.scalar(query)
+
+    async def revoke_family(self, family_id: uuid.UUID, *, now: datetime) -> int:
+        """Revoke every token of the family not revoked yet; how many that was."""
+        result = await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .returning(RefreshToken.id)
+        )
+        return len(result.all())

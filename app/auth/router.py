@@ -1,0 +1,77 @@
+"""Registration, sign-in, token refresh and the current user."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, status
+
+from app.auth import service as auth_service
+from app.auth.dependencies import CurrentUser, SessionDep, SessionmakerDep, SettingsDep
+from app.auth.exceptions import EmailTaken, InvalidCredentials, LoginFailed, UserTokenRequired
+from app.auth.schemas import RefreshRequest, TokenForm, TokenResponse, UserRead, UserRegister
+from app.auth.service import TokenPair
+from app.core.db import transaction
+from app.core.errors import error_responses
+
+router = APIRouter()
+
+
+def _tokens(pair: TokenPair) -> TokenResponse:
+    return TokenResponse(
+        access_token=pair.access.token,
+        expires_in=pair.access.expires_in,
+        refresh_token=pair.refresh.token,
+    )
+
+
+@router.post(
+    "/auth/register",
+    tags=["auth"],
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(EmailTaken),
+)
+async def register_user(data: UserRegister, session: SessionDep, settings: SettingsDep) -> UserRead:
+    """Create an account. Emails are unique regardless of case; passwords have 8-128 characters.
+    Then sign in with `POST /v1/auth/token`."""
+    user = await auth_service.create_user(
+        session, settings=settings.security, email=data.email, password=data.password
+    )
+    return UserRead.model_validate(user)
+
+
+@router.post("/auth/token", tags=["auth"], responses=error_responses(LoginFailed))
+async def create_token(
+    form: Annotated[TokenForm, Form()], session: SessionDep, settings: SettingsDep
+) -> TokenResponse:
+    """Sign in with the OAuth2 password flow (form fields `username` = email, `password`).
+    Returns an access token (send it as `Authorization: Bearer …`, valid `expires_in` seconds)
+    and a single-use refresh token."""
+    pair = await auth_service.login(
+        session, settings=settings.security, email=form.username, password=form.password
+    )
+    return _tokens(pair)
+
+
+@router.post("/auth/refresh", tags=["auth"], responses=error_responses(InvalidCredentials))
+async def refresh_token(
+    data: RefreshRequest, sessionmaker: SessionmakerDep, settings: SettingsDep
+) -> TokenResponse:
+    """Trade a refresh token for a new access and refresh token. Each refresh token works once;
+    presenting a used one again revokes every token of that sign-in."""
+    # Not SessionDep: a reused token's family revocation must commit although the answer is 401.
+    async with transaction(sessionmaker) as session:
+        pair = await auth_service.refresh(
+            session, settings=settings.security, refresh_token=data.refresh_token
+        )
+    if pair is None:
+        raise InvalidCredentials()
+    return _tokens(pair)
+
+
+@router.get(
+    "/users/me", tags=["users"], responses=error_responses(InvalidCredentials, UserTokenRequired)
+)
+async def get_me(user: CurrentUser) -> UserRead:
+    """The signed-in user. Needs a user token (API keys get 403)."""
+    return UserRead.model_validate(user)

@@ -1,0 +1,76 @@
+"""`taskgate projects create` and `taskgate keys create`: bootstrapping without HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import service as auth_service
+from app.auth.cli import fail_validation, run_in_transaction
+from app.core.config import Settings
+from app.projects import service as project_service
+from app.projects.exceptions import ProjectNotFound, UserNotFound
+from app.projects.models import ApiKeyScope, Role
+from app.projects.schemas import ApiKeyCreate, ProjectCreate
+from app.projects.service import ProjectAccess
+
+projects = typer.Typer(help="Manage projects.", no_args_is_help=True)
+keys = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+
+
+@projects.command("create")
+def create_project(
+    name: Annotated[str, typer.Argument(help="The project's name.")],
+    owner: Annotated[str, typer.Option(help="Email of an existing user who becomes its owner.")],
+) -> None:
+    """Create a project owned by a user; prints its id."""
+    try:
+        data = ProjectCreate(name=name)
+    except ValidationError as exc:
+        raise fail_validation(exc) from None
+
+    async def work(session: AsyncSession, settings: Settings) -> str:  # noqa: ARG001
+        user = await auth_service.get_user_by_email(session, owner)
+        if user is None:
+            raise UserNotFound(f"No user is registered as {owner}.")
+        project = await project_service.create_project(
+            session, owner=user, name=data.name, actor=None
+        )
+        return str(project.id)
+
+    project_id = run_in_transaction(work)
+    typer.echo(f"created project {data.name!r} owned by {owner}", err=True)
+    typer.echo(project_id)
+
+
+@keys.command("create")
+def create_key(
+    project: Annotated[uuid.UUID, typer.Option(help="The project's id.")],
+    name: Annotated[str, typer.Option(help="What the key is for, e.g. `ci`.")],
+    scope: Annotated[
+        list[ApiKeyScope] | None,
+        typer.Option(help="Repeatable; default: read and write (acts as a `member`)."),
+    ] = None,
+) -> None:
+    """Create an API key for a project; prints the key, which is shown only this once."""
+    try:
+        data = ApiKeyCreate(name=name, scopes=scope) if scope else ApiKeyCreate(name=name)
+    except ValidationError as exc:
+        raise fail_validation(exc) from None
+
+    async def work(session: AsyncSession, settings: Settings) -> str:
+        if not await project_service.exists(session, project_id=project):
+            raise ProjectNotFound()
+        access = ProjectAccess(project_id=project, role=Role.owner, principal=None)
+        _, secret = await project_service.create_api_key(
+            session, settings=settings.security, access=access, name=data.name, scopes=data.scopes
+        )
+        return secret
+
+    secret = run_in_transaction(work)
+    typer.echo(f"created API key {data.name!r} for project {project}; store it now:", err=True)
+    typer.echo(secret)

@@ -1,0 +1,36 @@
+"""The one dependency that resolves the caller's role in the project of the path."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends
+
+from app.auth.dependencies import CurrentPrincipal, SessionDep
+from app.projects import service as project_service
+from app.projects.models import Role
+from app.projects.service import ProjectAccess
+
+
+class RequireRole:
+    """`Depends(RequireRole(Role.admin))`: the caller's access to `{project_id}`, at least `role`.
+
+    404 when the caller is not in the project (or it does not exist), 403 when the role is too low.
+    """
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    async def __call__(
+        self, project_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal
+    ) -> ProjectAccess:
+        return await project_service.authorize(
+            session, project_id=project_id, principal=principal, role=self.role
+        )
+
+
+ViewerAccess = Annotated[ProjectAccess, Depends(RequireRole(Role.viewer))]
+MemberAccess = Annotated[ProjectAccess, Depends(RequireRole(Role.member))]
+AdminAccess = Annotated[ProjectAccess, Depends(RequireRole(Role.admin))]
+OwnerAccess = Annotated[ProjectAccess, Depends(RequireRole(Role.owner))]

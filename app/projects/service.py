@@ -1,0 +1,427 @@
+"""Projects, members, roles and API keys: who may do what in a project.
+
+Roles, each with the powers of those below it: `viewer` reads; `member` also submits and cancels
+tasks and uploads files; `admin` also manages webhooks, API keys and members (except owners);
+`owner` also manages owners and deletes the project. A project always keeps at least one owner.
+
+API keys act in their own project with a role from their scopes: `write` -> `member`, otherwise
+`viewer`. So no key can manage members, keys or webhooks, or delete the project.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import service as auth_service
+from app.auth.models import User
+from app.auth.principal import Principal
+from app.core.config import SecuritySettings
+from app.core.db import utc_now
+from app.core.pagination import decode_keyset, keyset, page_of
+from app.core.security import api_key_matches, api_key_prefix, new_api_key
+from app.events import service as event_service
+from app.events.models import ActorType
+from app.projects.exceptions import (
+    AlreadyMember,
+    ApiKeyNotFound,
+    LastOwner,
+    MemberNotFound,
+    UserNotFound,
+)
+
+# Re-exported: callers of `require_role` catch these as `project_service.ProjectNotFound`.
+from app.projects.exceptions import InsufficientRole as InsufficientRole
+from app.projects.exceptions import ProjectNotFound as ProjectNotFound
+from app.projects.models import ROLE_RANK, ApiKey, ApiKeyScope, Project, ProjectMember, Role
+from app.projects.repository import ApiKeyRepository, MemberRepository, ProjectRepository
+from app.projects.schemas import ProjectUpdate
+
+# `last_used_at` is written at most this often per key, not on every request.
+API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class ProjectAccess:
+    """A caller's resolved access to one project. `principal=None` is an operator (the CLI)."""
+
+    project_id: uuid.UUID
+    role: Role
+    principal: Principal | None
+
+    @property
+    def user_id(self) -> uuid.UUID | None:
+        user = self.principal.user if self.principal is not None else None
+        return user.id if user is not None else None
+
+
+def api_key_role(scopes: Iterable[str]) -> Role:
+    """The role an API key acts with: `member` with the `write` scope, else `viewer`."""
+    return Role.member if ApiKeyScope.write in set(scopes) else Role.viewer
+
+
+def _insufficient(required: Role, effective: Role, *, api_key: bool = False) -> InsufficientRole:
+    detail = f"This needs the `{required}` role or higher; you are `{effective}`."
+    if api_key:
+        detail += " API keys act as `member` at most; sign in as a user for this."
+    return InsufficientRole(detail)
+
+
+def _ensure(access: ProjectAccess, role: Role) -> None:
+    if ROLE_RANK[access.role] < ROLE_RANK[role]:
+        api_key = access.principal is not None and access.principal.actor_type is ActorType.api_key
+        raise _insufficient(role, access.role, api_key=api_key)
+
+
+async def require_role(
+    session: AsyncSession, *, project_id: uuid.UUID, principal: Principal, role: Role
+) -> Role:
+    """The caller's effective role in the project, if it is at least `role`.
+
+    Raises `ProjectNotFound` (404) when the caller has no access at all (not a member, an API key
+    of another project, no such project) and `InsufficientRole` (403) when the role is too low.
+    """
+    if principal.actor_type is ActorType.api_key:
+        if principal.api_key_project_id != project_id:
+            raise ProjectNotFound()
+        effective = api_key_role(principal.api_key_scopes)
+    else:
+        found = await MemberRepository(session).role_of(project_id, principal.actor_id)
+        if found is None:
+            raise ProjectNotFound()
+        effective = found
+    if ROLE_RANK[effective] < ROLE_RANK[role]:
+        raise _insufficient(role, effective, api_key=principal.actor_type is ActorType.api_key)
+    return effective
+
+
+async def authorize(
+    session: AsyncSession, *, project_id: uuid.UUID, principal: Principal, role: Role
+) -> ProjectAccess:
+    """`require_role`, returning the access that services of this domain take."""
+    effective = await require_role(session, project_id=project_id, principal=principal, role=role)
+    return ProjectAccess(project_id=project_id, role=effective, principal=principal)
+
+
+# --- projects ---------------------------------------------------------------------------------
+
+
+async def create_project(
+    session: AsyncSession, *, owner: User, name: str, actor: Principal | None
+) -> Project:
+    """Create a project with `owner` as its first owner, and its `project.created` event."""
+    project = Project(
+        id=uuid.uuid4(), name=name, owner_id=owner.id, settings={}, created_at=utc_now()
+    )
+    session.add(project)
+    await session.flush()  # no ORM relationships order the inserts: the project goes first
+    session.add(
+        ProjectMember(
+            project_id=project.id, user_id=owner.id, role=Role.owner, created_at=utc_now()
+        )
+    )
+    event_service.record(
+        session,
+        "project.created",
+        project_id=project.id,
+        subject_id=project.id,
+        actor=actor,
+        data={"name": name, "owner_id": str(owner.id)},
+    )
+    await session.flush()
+    return project
+
+
+async def list_projects(
+    session: AsyncSession, *, principal: Principal, limit: int, cursor: str | None
+) -> tuple[list[tuple[Project, Role]], str | None]:
+    """The caller's projects with their role, newest first; an API key sees its own project."""
+    after = decode_keyset(cursor)
+    if principal.api_key_project_id is not None:
+        project = await ProjectRepository(session).get(principal.api_key_project_id)
+        if project is None or after is not None:
+            return [], None
+        return [(project, api_key_role(principal.api_key_scopes))], None
+    rows = await ProjectRepository(session).list_for_user(
+        principal.actor_id, after=after, limit=limit + 1
+    )
+    page, next_cursor = page_of(
+        rows, limit=limit, position=lambda row: keyset(row[0].created_at, row[0].id)
+    )
+    return [(project, role) for project, role in page], next_cursor
+
+
+async def exists(session: AsyncSession, *, project_id: uuid.UUID) -> bool:
+    """Whether the project exists, for operators only (callers get `require_role`'s 404)."""
+    return await ProjectRepository(session).get(project_id) is not None
+
+
+async def get_project(session: AsyncSession, *, access: ProjectAccess) -> Project:
+    project = await ProjectRepository(session).get(access.project_id)
+    if project is None:
+        raise ProjectNotFound()
+    return project
+
+
+async def update_project(
+    session: AsyncSession, *, access: ProjectAccess, data: ProjectUpdate
+) -> Project:
+    """Rename the project and/or merge its settings (a `null` value removes a key); admin+."""
+    _ensure(access, Role.admin)
+    project = await get_project(session, access=access)
+    changed: list[str] = []
+    if data.name is not None and data.name != project.name:
+        project.name = data.name
+        changed.append("name")
+    if data.settings is not None:
+        merged = {**project.settings, **data.settings}
+        merged = {key: value for key, value in merged.items() if value is not None}
+        if merged != project.settings:
+            project.settings = merged
+            changed.append("settings")
+    if changed:
+        event_service.record(
+            session,
+            "project.updated",
+            project_id=project.id,
+            subject_id=project.id,
+            actor=access.principal,
+            # Names of the settings only: their values are the client's and may be sensitive.
+            data={
+                "changed": changed,
+                "name": project.name,
+                "settings_keys": sorted(data.settings or {}),
+            },
+        )
+        await session.flush()
+    return project
+
+
+async def delete_project(session: AsyncSession, *, access: ProjectAccess) -> None:
+    """Delete the project and everything in it; owner only. The event outlives it."""
+    _ensure(access, Role.owner)
+    project = await get_project(session, access=access)
+    # project_id NULL: the project's own events go with it (ON DELETE CASCADE), this one stays.
+    event_service.record(
+        session,
+        "project.deleted",
+        project_id=None,
+        subject_id=project.id,
+        actor=access.principal,
+        data={"name": project.name},
+    )
+    await ProjectRepository(session).delete(project.id)
+
+
+# --- members ----------------------------------------------------------------------------------
+
+
+async def list_members(
+    session: AsyncSession, *, access: ProjectAccess, limit: int, cursor: str | None
+) -> tuple[list[tuple[ProjectMember, str]], str | None]:
+    """Members with their email, in the order they joined."""
+    rows = await MemberRepository(session).list(
+        access.project_id, after=decode_keyset(cursor), limit=limit + 1
+    )
+    page, next_cursor = page_of(
+        rows, limit=limit, position=lambda row: keyset(row[0].created_at, row[0].user_id)
+    )
+    return [(member, email) for member, email in page], next_cursor
+
+
+async def add_member(
+    session: AsyncSession, *, access: ProjectAccess, email: str, role: Role
+) -> tuple[ProjectMember, User]:
+    """Add a registered user; admins add up to `admin`, only owners add owners."""
+    _ensure(access, Role.owner if role is Role.owner else Role.admin)
+    if await ProjectRepository(session).lock(access.project_id) is None:
+        raise ProjectNotFound()
+    user = await auth_service.get_user_by_email(session, email)
+    if user is None:
+        raise UserNotFound(f"No user is registered as {email}; they need to register first.")
+    if await MemberRepository(session).role_of(access.project_id, user.id) is not None:
+        raise AlreadyMember()
+    member = ProjectMember(
+        project_id=access.project_id, user_id=user.id, role=role, created_at=utc_now()
+    )
+    session.add(member)
+    event_service.record(
+        session,
+        "project.member_added",
+        project_id=access.project_id,
+        subject_id=user.id,
+        actor=access.principal,
+        data={"email": user.email, "role": role.value},
+    )
+    await session.flush()
+    return member, user
+
+
+async def _locked_member(
+    session: AsyncSession, access: ProjectAccess, user_id: uuid.UUID
+) -> tuple[Project, ProjectMember, User]:
+    project = await ProjectRepository(session).lock(access.project_id)
+    if project is None:
+        raise ProjectNotFound()
+    found = await MemberRepository(session).get(access.project_id, user_id)
+    if found is None:
+        raise MemberNotFound()
+    return project, *found
+
+
+async def _step_down_owner(session: AsyncSession, project: Project, user_id: uuid.UUID) -> None:
+    """Refuse to lose the last owner; move `projects.owner_id` off a user who stops being one."""
+    members = MemberRepository(session)
+    if await members.count_owners(project.id) <= 1:
+        raise LastOwner("Make another member an owner first.")
+    if project.owner_id == user_id:
+        successor = await members.longest_standing_owner(project.id, other_than=user_id)
+        if successor is not None:
+            project.owner_id = successor
+
+
+async def change_member_role(
+    session: AsyncSession, *, access: ProjectAccess, user_id: uuid.UUID, role: Role
+) -> tuple[ProjectMember, User]:
+    """Change a member's role; owners' roles and the `owner` role are for owners to give."""
+    _ensure(access, Role.admin)
+    project, member, user = await _locked_member(session, access, user_id)
+    if Role.owner in (member.role, role):
+        _ensure(access, Role.owner)
+    if member.role == role:
+        return member, user
+    if member.role is Role.owner:
+        await _step_down_owner(session, project, user_id)
+    previous = member.role
+    member.role = role
+    event_service.record(
+        session,
+        "project.member_role_changed",
+        project_id=project.id,
+        subject_id=user_id,
+        actor=access.principal,
+        data={"email": user.email, "from": previous.value, "to": role.value},
+    )
+    await session.flush()
+    return member, user
+
+
+async def remove_member(
+    session: AsyncSession, *, access: ProjectAccess, user_id: uuid.UUID
+) -> None:
+    """Remove a member (admin+, owners by owners), or leave: any member may remove themselves."""
+    leaving = access.user_id == user_id
+    if not leaving:
+        _ensure(access, Role.admin)
+    project, member, user = await _locked_member(session, access, user_id)
+    if member.role is Role.owner:
+        if not leaving:
+            _ensure(access, Role.owner)
+        await _step_down_owner(session, project, user_id)
+    await MemberRepository(session).remove(project.id, user_id)
+    event_service.record(
+        session,
+        "project.member_removed",
+        project_id=project.id,
+        subject_id=user_id,
+        actor=access.principal,
+        data={"email": user.email, "role": member.role.value, "left": leaving},
+    )
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+async def list_api_keys(
+    session: AsyncSession, *, access: ProjectAccess, limit: int, cursor: str | None
+) -> tuple[list[ApiKey], str | None]:
+    """The project's keys (never their secrets), revoked ones included, newest first; admin+."""
+    _ensure(access, Role.admin)
+    rows = await ApiKeyRepository(session).list(
+        access.project_id, after=decode_keyset(cursor), limit=limit + 1
+    )
+    return page_of(rows, limit=limit, position=lambda key: keyset(key.created_at, key.id))
+
+
+async def create_api_key(
+    session: AsyncSession,
+    *,
+    settings: SecuritySettings,
+    access: ProjectAccess,
+    name: str,
+    scopes: Iterable[ApiKeyScope],
+) -> tuple[ApiKey, str]:
+    """A new key and its secret, which is returned here once and stored only as a hash; admin+."""
+    _ensure(access, Role.admin)
+    fresh = new_api_key(settings)
+    api_key = ApiKey(
+        id=uuid.uuid4(),
+        project_id=access.project_id,
+        name=name,
+        prefix=fresh.prefix,
+        secret_hash=fresh.secret_hash,
+        scopes=sorted({ApiKeyScope(scope).value for scope in scopes}),
+        created_by=access.user_id,
+        created_at=utc_now(),
+    )
+    session.add(api_key)
+    event_service.record(
+        session,
+        "project.api_key_created",
+        project_id=access.project_id,
+        subject_id=api_key.id,
+        actor=access.principal,
+        data={"name": name, "prefix": fresh.prefix, "scopes": api_key.scopes},
+    )
+    await session.flush()
+    return api_key, fresh.key
+
+
+async def revoke_api_key(
+    session: AsyncSession, *, access: ProjectAccess, key_id: uuid.UUID
+) -> None:
+    """Revoke a key of this project (repeating it is harmless); it fails from the next request."""
+    _ensure(access, Role.admin)
+    repository = ApiKeyRepository(session)
+    api_key = await repository.get(access.project_id, key_id)
+    if api_key is None:
+        raise ApiKeyNotFound()
+    revoked = await repository.revoke(api_key.id, now=utc_now())
+    if revoked is not None:
+        event_service.record(
+            session,
+            "project.api_key_revoked",
+            project_id=access.project_id,
+            subject_id=api_key.id,
+            actor=access.principal,
+            data={"name": api_key.name, "prefix": api_key.prefix},
+        )
+
+
+async def authenticate_api_key(
+    session: AsyncSession, *, settings: SecuritySettings, key: str
+) -> ApiKey | None:
+    """The live key that `key` is, or None (malformed, unknown, wrong secret, revoked)."""
+    prefix = api_key_prefix(key)
+    if prefix is None:
+        return None
+    api_key = await ApiKeyRepository(session).by_prefix(prefix)
+    if api_key is None or not api_key_matches(settings, key, api_key.secret_hash):
+        return None
+    return None if api_key.revoked_at is not None else api_key
+
+
+def api_key_needs_touch(api_key: ApiKey, now: datetime) -> bool:
+    """Whether `last_used_at` is stale enough to be worth a write."""
+    return api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL
+
+
+async def touch_api_key(session: AsyncSession, *, key_id: uuid.UUID, now: datetime) -> None:
+    """Record a use of the key, unless another request did so within the interval."""
+    await ApiKeyRepository(session).touch(
+        key_id, now=now, stale_before=now - API_KEY_TOUCH_INTERVAL
+    )
