@@ -11,6 +11,7 @@ from app.auth.cli import users
 from app.core.config import get_settings
 from app.core.logging import configure_logging
 from app.projects.cli import keys, projects
+from app.tasks.cli import tasks
 
 cli = typer.Typer(
     name="taskgate",
@@ -80,18 +81,13 @@ def worker(
 
 @cli.command()
 def scheduler() -> None:
-    """Run the scheduler (celery beat) with the periodic sends of `app.worker.beat`."""
-    import tempfile
-    from pathlib import Path
+    """Run the scheduler: dispatches due and lost tasks, promotes retries, reaps expired leases."""
+    import asyncio
 
-    from app.worker.beat import BEAT_SCHEDULE
-    from app.worker.celery_app import celery_app
+    from app.worker.scheduler import run_scheduler
 
-    settings = get_settings()
     _configure_logging()
-    celery_app.conf.beat_schedule = BEAT_SCHEDULE
-    path = Path(tempfile.gettempdir()) / "taskgate-beat-schedule"
-    celery_app.start(["beat", f"--schedule={path}", f"--loglevel={settings.log_level}"])
+    asyncio.run(run_scheduler(get_settings()))
 
 
 @cli.command()
@@ -135,6 +131,7 @@ def dev(
 cli.add_typer(users, name="users")
 cli.add_typer(projects, name="projects")
 cli.add_typer(keys, name="keys")
+cli.add_typer(tasks, name="tasks")
 
 
 def main() -> None:

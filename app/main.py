@@ -21,6 +21,10 @@ from app.core.redis import create_redis
 from app.events.router import router as events_router
 from app.health.router import router as health_router
 from app.projects.router import router as projects_router
+from app.tasks.dispatch import BackgroundDispatcher, Publisher
+from app.tasks.router import router as tasks_router
+from app.tasks.waiter import TaskWaiter
+from app.worker.celery_app import create_celery
 
 DESCRIPTION = (
     "Run background work behind an authenticated REST API: submit typed tasks to a project, "
@@ -39,9 +43,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = redis
+        celery = create_celery(settings)
+        publisher = Publisher(celery, breaker_s=settings.tasks.publish_breaker_s)
+        app.state.dispatcher = BackgroundDispatcher(publisher, app.state.sessionmaker)
+        app.state.task_waiter = waiter = TaskWaiter(settings.database)
+        await waiter.start()
         try:
             yield
         finally:
+            await app.state.dispatcher.drain()
+            await waiter.stop()
+            celery.close()
             await redis.aclose()
             await engine.dispose()
 
@@ -59,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router, prefix="/v1")
     app.include_router(projects_router, prefix="/v1")
     app.include_router(events_router, prefix="/v1")
+    app.include_router(tasks_router, prefix="/v1")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

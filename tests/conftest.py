@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
+from celery import Celery
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
@@ -24,6 +26,8 @@ from app.core.db import create_engine
 from app.core.redis import create_redis
 from app.devstack import DevStack, StackUrls
 from app.main import create_app
+from app.worker.celery_app import create_celery
+from tests.platform import FAST_SETTINGS, Platform
 from tests.support import ProcessGroup, plain_dsn, run_alembic, settings_env
 
 
@@ -117,6 +121,7 @@ async def app(settings: Settings, db: async_sessionmaker[AsyncSession]) -> Async
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         application.state.sessionmaker = db
+        application.state.dispatcher.sessionmaker = db
         yield application
 
 
@@ -133,3 +138,33 @@ def processes() -> Iterator[ProcessGroup]:
     group = ProcessGroup()
     yield group
     group.stop_all()
+
+
+@pytest.fixture(scope="session")
+def celery_control(settings: Settings) -> Iterator[Celery]:
+    """A Celery app on this session's broker, used to ping and inspect real worker processes."""
+    app = create_celery(settings)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+async def platform(
+    processes: ProcessGroup,
+    process_env: dict[str, str],
+    celery_control: Celery,
+    engine: AsyncEngine,
+    tmp_path: Path,
+) -> Platform:
+    """The API and the scheduler running as processes, and a project with a write API key."""
+    platform = Platform(
+        processes=processes,
+        env={**process_env, **FAST_SETTINGS},
+        logs=tmp_path,
+        celery=celery_control,
+        engine=engine,
+    )
+    await platform.create_project()
+    platform.start_api()
+    platform.start_scheduler()
+    return platform

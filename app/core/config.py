@@ -173,9 +173,35 @@ class ApiSettings(BaseModel):
 class WorkerSettings(BaseModel):
     concurrency: int = Field(2, ge=1, le=256)
     # Broker visibility timeout: above the longest task timeout so Redis never redelivers a running job.
-    visibility_timeout_s: int = Field(7200, ge=60)
+    visibility_timeout_s: int = Field(7 * 3600, ge=60)
     # How often kombu puts back messages of a dead worker; the default (1 h) is far too slow.
     unacked_restore_interval_s: float = Field(5.0, gt=0)
+
+
+class TaskSettings(BaseModel):
+    # A running task's lease; the worker renews it every `heartbeat_s`. An expired lease means the
+    # worker died: the scheduler puts the task back (or fails it when attempts are exhausted).
+    lease_s: float = Field(30.0, ge=1, le=3600)
+    heartbeat_s: float = Field(10.0, gt=0, le=1200)
+    # A queued task dispatched this long ago and not started is published again (Redis lost it).
+    redispatch_after_s: float = Field(60.0, ge=1)
+    scheduler_interval_s: float = Field(1.0, gt=0, le=60)
+    scheduler_batch: int = Field(500, ge=1, le=10_000)
+    retry_base_s: float = Field(2.0, ge=0)
+    retry_cap_s: float = Field(3600.0, ge=0)
+    max_timeout_s: int = Field(6 * 3600, ge=1)
+    max_attempts_cap: int = Field(25, ge=1)
+    max_delay_s: int = Field(30 * 24 * 3600, ge=0)  # how far ahead `run_at` may be
+    max_input_bytes: int = Field(262_144, ge=1024)
+    inline_result_bytes: int = Field(65_536, ge=1024)
+    # Stop publishing for this long after a broker failure; the scheduler dispatches meanwhile.
+    publish_breaker_s: float = Field(5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> Self:
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError("heartbeat_s must be shorter than lease_s")
+        return self
 
 
 class HealthSettings(BaseModel):
@@ -196,7 +222,14 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    tasks: TaskSettings = Field(default_factory=TaskSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+
+    @model_validator(mode="after")
+    def _broker_outlasts_tasks(self) -> Self:
+        if self.worker.visibility_timeout_s <= self.tasks.max_timeout_s:
+            raise ValueError("worker.visibility_timeout_s must exceed tasks.max_timeout_s")
+        return self
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Self:

@@ -10,7 +10,7 @@ from app.core.redis import connection_options
 from app.worker.names import QUEUES_BY_PRIORITY, Queue
 
 # Modules holding `@celery_app.task` entry points; each domain adds its `jobs` module here.
-JOB_MODULES: list[str] = []
+JOB_MODULES = ["app.tasks.jobs"]
 
 
 def create_celery(settings: Settings) -> Celery:

@@ -42,3 +42,11 @@ class TestSettings:
     def test_access_tokens_cannot_live_longer_than_fifteen_minutes(self) -> None:
         with pytest.raises(ValidationError):
             Settings(security={"access_token_ttl_s": 3600})
+
+    def test_the_broker_visibility_timeout_must_outlast_the_longest_task(self) -> None:
+        with pytest.raises(ValidationError, match="visibility_timeout_s must exceed"):
+            Settings(worker={"visibility_timeout_s": 3600}, tasks={"max_timeout_s": 7200})
+
+    def test_a_heartbeat_must_come_within_the_lease(self) -> None:
+        with pytest.raises(ValidationError, match="heartbeat_s must be shorter"):
+            Settings(tasks={"lease_s": 5, "heartbeat_s": 5})

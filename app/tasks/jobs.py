@@ -1,0 +1,41 @@
+"""Celery entry points for tasks: thin shells around `runner.execute`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from celery.signals import worker_process_shutdown
+
+from app.core.config import get_settings
+from app.tasks import runner
+from app.tasktypes.registry import get_registry
+from app.worker import runtime
+from app.worker.celery_app import celery_app
+from app.worker.names import Job
+
+
+@celery_app.task(name=Job.execute_task.value)
+def execute_task(task_id: str) -> None:
+    """Run one attempt of a task (at-least-once delivery; the lease makes it run once)."""
+    runtime.run(
+        runner.execute(
+            runtime.sessionmaker(),
+            uuid.UUID(task_id),
+            registry=get_registry(),
+            limits=get_settings().tasks,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+        )
+    )
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+@worker_process_shutdown.connect
+def _dispose_runtime(**_: object) -> None:
+    runtime.shutdown()

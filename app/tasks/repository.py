@@ -1,0 +1,243 @@
+"""Task statements. Every state change is one guarded UPDATE, never read-then-write."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.pagination import KeysetCursor
+from app.tasks.models import Priority, Task, TaskStatus
+
+# Woken listeners: `GET /tasks/{id}?wait=` long-polls block on this channel (LISTEN/NOTIFY).
+FINISHED_CHANNEL = "taskgate_task_finished"
+
+
+class TaskRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, task_id: uuid.UUID) -> Task | None:
+        return await self.session.get(Task, task_id, populate_existing=True)
+
+    async def insert_unless_key_exists(self, values: dict[str, Any]) -> Task | None:
+        """Insert a task; None when its project already has a task with its idempotency key."""
+        statement = (
+            insert(Task)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[Task.project_id, Task.idempotency_key])
+            .returning(Task)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def by_idempotency_key(self, project_id: uuid.UUID, key: str) -> Task | None:
+        return await self.session.scalar(
+            select(Task).where(Task.project_id == project_id, Task.idempotency_key == key)
+        )
+
+    async def list_for_project(
+        self,
+        project_id: uuid.UUID,
+        *,
+        status: TaskStatus | None,
+        type: str | None,
+        after: KeysetCursor | None,
+        limit: int,
+    ) -> Sequence[Task]:
+        """Newest first, `limit` rows after the cursor `after`."""
+        query = select(Task).where(Task.project_id == project_id)
+        if status is not None:
+            query = query.where(Task.status == status)
+        if type is not None:
+            query = query.where(Task.type == type)
+        if after is not None:
+            query = query.where(tuple_(Task.created_at, Task.id) < tuple_(after.at, after.id))
+        query = query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)
+        return (await self.session.scalars(query)).all()
+
+    async def _update_one(self, task_id: uuid.UUID, *where: Any, **values: Any) -> Task | None:
+        statement = (
+            update(Task)
+            .where(Task.id == task_id, *where)
+            .values(**values)
+            .returning(Task)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def lease(
+        self, task_id: uuid.UUID, *, worker: str, now: datetime, lease_s: float
+    ) -> Task | None:
+        """queued → running for one worker; None when it is not queued (or not due) any more."""
+        return await self._update_one(
+            task_id,
+            Task.status == TaskStatus.queued,
+            or_(Task.run_at.is_(None), Task.run_at <= now),
+            status=TaskStatus.running,
+            attempt=Task.attempt + 1,
+            worker=worker,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            started_at=now,
+            progress=None,
+            progress_message=None,
+        )
+
+    async def heartbeat(
+        self,
+        task_id: uuid.UUID,
+        *,
+        attempt: int,
+        now: datetime,
+        lease_s: float,
+        progress: tuple[float, str | None] | None,
+    ) -> Task | None:
+        """Extend our lease (and record progress); None when the lease is no longer ours."""
+        values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_s)}
+        if progress is not None:
+            values["progress"], values["progress_message"] = progress
+        return await self._update_one(
+            task_id, Task.status == TaskStatus.running, Task.attempt == attempt, **values
+        )
+
+    async def end_attempt(
+        self, task_id: uuid.UUID, *, attempt: int, status: TaskStatus, **values: Any
+    ) -> Task | None:
+        """running → `status` for the attempt that holds the lease; None if it lost the lease."""
+        return await self._update_one(
+            task_id,
+            Task.status == TaskStatus.running,
+            Task.attempt == attempt,
+            status=status,
+            lease_expires_at=None,
+            **values,
+        )
+
+    async def cancel_waiting(self, task_id: uuid.UUID, *, now: datetime) -> Task | None:
+        """queued or retrying → canceled at once."""
+        return await self._update_one(
+            task_id,
+            Task.status.in_((TaskStatus.queued, TaskStatus.retrying)),
+            status=TaskStatus.canceled,
+            finished_at=now,
+            cancel_requested_at=now,
+        )
+
+    async def request_cancel(self, task_id: uuid.UUID, *, now: datetime) -> Task | None:
+        """Ask a running task to stop; its worker ends it as canceled."""
+        return await self._update_one(
+            task_id,
+            Task.status == TaskStatus.running,
+            cancel_requested_at=func.coalesce(Task.cancel_requested_at, now),
+        )
+
+    async def promote_due_retries(self, *, now: datetime, limit: int) -> Sequence[uuid.UUID]:
+        """retrying → queued once the backoff has passed, ready to be dispatched."""
+        due = (
+            select(Task.id)
+            .where(Task.status == TaskStatus.retrying, Task.run_at <= now)
+            .order_by(Task.run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        statement = (
+            update(Task)
+            .where(Task.id.in_(due.scalar_subquery()))
+            .values(status=TaskStatus.queued, dispatched_at=None)
+            .returning(Task.id)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def reap_expired_leases(self, *, now: datetime, limit: int) -> Sequence[Task]:
+        """Running tasks whose worker stopped renewing: back to queued, or canceled/failed."""
+        expired = (
+            select(Task.id)
+            .where(Task.status == TaskStatus.running, Task.lease_expires_at < now)
+            .order_by(Task.lease_expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        next_status = case(
+            (Task.cancel_requested_at.is_not(None), TaskStatus.canceled.value),
+            (Task.attempt >= Task.max_attempts, TaskStatus.failed.value),
+            else_=TaskStatus.queued.value,
+        )
+        is_final = or_(Task.cancel_requested_at.is_not(None), Task.attempt >= Task.max_attempts)
+        statement = (
+            update(Task)
+            .where(Task.id.in_(expired.scalar_subquery()))
+            .values(
+                status=next_status,
+                lease_expires_at=None,
+                worker=None,
+                dispatched_at=None,
+                finished_at=case((is_final, now), else_=None),
+                error=case(
+                    (
+                        and_(Task.cancel_requested_at.is_(None), Task.attempt >= Task.max_attempts),
+                        func.jsonb_build_object(
+                            "type", "lease_expired", "message", "the worker stopped responding"
+                        ),
+                    ),
+                    else_=Task.error,
+                ),
+            )
+            .returning(Task)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def claim_for_dispatch(
+        self,
+        *,
+        now: datetime,
+        stale_before: datetime,
+        redispatch_priorities: Sequence[Priority],
+        limit: int,
+    ) -> Sequence[tuple[uuid.UUID, Priority, int]]:
+        """Due queued tasks never published, or published long ago (lost) on an empty queue."""
+        stale = and_(
+            Task.dispatched_at < stale_before,
+            Task.priority.in_([priority.value for priority in redispatch_priorities]),
+        )
+        due = (
+            select(Task.id)
+            .where(
+                Task.status == TaskStatus.queued,
+                or_(Task.run_at.is_(None), Task.run_at <= now),
+                or_(Task.dispatched_at.is_(None), stale),
+            )
+            .order_by(Task.run_at.nulls_first(), Task.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        statement = (
+            update(Task)
+            .where(Task.id.in_(due.scalar_subquery()))
+            .values(dispatched_at=now)
+            .returning(Task.id, Task.priority, Task.timeout_s)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        rows = (await self.session.execute(statement)).all()
+        return [(row[0], Priority(row[1]), row[2]) for row in rows]
+
+    async def forget_dispatch(self, task_ids: Sequence[uuid.UUID]) -> None:
+        """Publishing failed: leave these for the scheduler's next pass."""
+        await self.session.execute(
+            update(Task)
+            .where(Task.id.in_(task_ids), Task.status == TaskStatus.queued)
+            .values(dispatched_at=None)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+
+    async def notify_finished(self, task_id: uuid.UUID) -> None:
+        """Wake long-polls on commit (NOTIFY is transactional: nothing is sent on rollback)."""
+        await self.session.execute(
+            text("SELECT pg_notify(:channel, :task_id)"),
+            {"channel": FINISHED_CHANNEL, "task_id": str(task_id)},
+        )

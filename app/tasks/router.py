@@ -1,0 +1,169 @@
+"""Task routes: submit, read (with long-poll), list, cancel, events; and the task type catalogue."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.auth.dependencies import CurrentPrincipal, SessionDep, SessionmakerDep, SettingsDep
+from app.core.errors import Unauthorized, error_responses
+from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
+from app.events.schemas import EventRead
+from app.projects.exceptions import InsufficientRole, ProjectNotFound
+from app.tasks import service as task_service
+from app.tasks.dependencies import DispatcherDep, IdempotencyKey, RegistryDep, WaiterDep
+from app.tasks.exceptions import (
+    IdempotencyKeyReused,
+    InvalidTaskInput,
+    TaskAlreadyFinished,
+    TaskLimitExceeded,
+    TaskNotFound,
+    UnknownTaskType,
+)
+from app.tasks.models import TaskStatus
+from app.tasks.schemas import TaskRead, TaskSubmit, TaskTypeRead
+
+router = APIRouter(tags=["tasks"])
+
+MAX_WAIT_S = 60
+
+
+@router.get("/task-types")
+async def list_task_types(registry: RegistryDep) -> Page[TaskTypeRead]:
+    """Every task type this deployment runs, with the JSON Schema its `input` must match."""
+    items = [
+        TaskTypeRead(
+            name=task_type.name,
+            description=task_type.description,
+            input_schema=task_type.input_schema(),
+            default_timeout_s=task_type.default_timeout_s,
+            default_max_attempts=task_type.default_max_attempts,
+        )
+        for task_type in registry.all()
+    ]
+    return Page(items=items, next_cursor=None)
+
+
+@router.post(
+    "/projects/{project_id}/tasks",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        200: {"model": TaskRead, "description": "A replay: the task first submitted with this key"},
+        **error_responses(
+            Unauthorized,
+            InsufficientRole,
+            ProjectNotFound,
+            IdempotencyKeyReused,
+            UnknownTaskType,
+            InvalidTaskInput,
+            TaskLimitExceeded,
+        ),
+    },
+)
+async def submit_task(
+    project_id: uuid.UUID,
+    data: TaskSubmit,
+    response: Response,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    dispatcher: DispatcherDep,
+    idempotency_key: IdempotencyKey = None,
+) -> TaskRead:
+    """Queue a task (202). Follow it with `GET /v1/tasks/{id}?wait=30` or a webhook.
+
+    With an `Idempotency-Key` header, repeating the same request returns the original task (200);
+    the same key with a different body is a 409.
+    """
+    task, created = await task_service.submit(
+        session,
+        principal=principal,
+        project_id=project_id,
+        data=data,
+        idempotency_key=idempotency_key,
+        registry=registry,
+        limits=settings.tasks,
+        dispatcher=dispatcher,
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return TaskRead.model_validate(task)
+
+
+@router.get(
+    "/projects/{project_id}/tasks",
+    responses=error_responses(Unauthorized, ProjectNotFound, InvalidCursor),
+)
+async def list_tasks(
+    project_id: uuid.UUID,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    status: TaskStatus | None = None,
+    type: Annotated[str | None, Query(max_length=100)] = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[TaskRead]:
+    """The project's tasks, newest first, optionally filtered by `status` and `type`."""
+    tasks, next_cursor = await task_service.list_tasks(
+        session,
+        principal=principal,
+        project_id=project_id,
+        status=status,
+        type=type,
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page(items=[TaskRead.model_validate(task) for task in tasks], next_cursor=next_cursor)
+
+
+@router.get("/tasks/{task_id}", responses=error_responses(Unauthorized, TaskNotFound))
+async def get_task(
+    task_id: uuid.UUID,
+    sessionmaker: SessionmakerDep,
+    principal: CurrentPrincipal,
+    waiter: WaiterDep,
+    wait: Annotated[
+        int,
+        Query(ge=0, le=MAX_WAIT_S, description="Hold up to this many seconds until it finishes."),
+    ] = 0,
+) -> TaskRead:
+    """The task. With `?wait=N` the answer comes as soon as it is terminal, or after N seconds."""
+    task = await task_service.await_finished(
+        sessionmaker, waiter, principal=principal, task_id=task_id, wait_s=wait
+    )
+    return TaskRead.model_validate(task)
+
+
+@router.post(
+    "/tasks/{task_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(Unauthorized, InsufficientRole, TaskNotFound, TaskAlreadyFinished),
+)
+async def cancel_task(
+    task_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal
+) -> TaskRead:
+    """Cancel a task: a waiting one is `canceled` at once; a running one is asked to stop
+    (`cancel_requested_at` is set and it ends `canceled`). A finished task is a 409."""
+    task = await task_service.cancel(session, principal=principal, task_id=task_id)
+    return TaskRead.model_validate(task)
+
+
+@router.get(
+    "/tasks/{task_id}/events",
+    responses=error_responses(Unauthorized, TaskNotFound, InvalidCursor),
+)
+async def list_task_events(
+    task_id: uuid.UUID,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[EventRead]:
+    """This task's events (created, started, retrying, succeeded, …), newest first."""
+    events, next_cursor = await task_service.list_task_events(
+        session, principal=principal, task_id=task_id, limit=limit, cursor=cursor
+    )
+    return Page(items=[EventRead.of(event) for event in events], next_cursor=next_cursor)

@@ -1,0 +1,204 @@
+"""Executing one task attempt on a worker: lease, run with heartbeats and a deadline, record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import TaskSettings
+from app.core.context import project_id_var, task_id_var
+from app.core.db import transaction
+from app.core.types import check_storable_json
+from app.tasks import service as task_service
+from app.tasks.models import Task
+from app.tasktypes.registry import (
+    Registry,
+    TaskCanceled,
+    TaskContext,
+    TaskError,
+    UnknownTaskType,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Outcome:
+    """Why an attempt stopped early: canceled, timed out, or lease lost."""
+
+    canceled = "canceled"
+    timed_out = "timed_out"
+    lease_lost = "lease_lost"
+
+
+async def execute(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    task_id: uuid.UUID,
+    *,
+    registry: Registry,
+    limits: TaskSettings,
+    worker: str,
+) -> None:
+    """Run one attempt of a task. Safe to receive twice: only one worker can lease it."""
+    async with transaction(sessionmaker) as session:
+        task = await task_service.lease(session, task_id, worker=worker, lease_s=limits.lease_s)
+    if task is None:
+        log.info("nothing to lease", extra={"task_id": str(task_id)})
+        return  # leased elsewhere, finished, canceled or not due: ack and do nothing
+    task_token, project_token = (
+        task_id_var.set(str(task.id)),
+        project_id_var.set(str(task.project_id)),
+    )
+    try:
+        await _run_leased(sessionmaker, task, registry=registry, limits=limits)
+    finally:
+        task_id_var.reset(task_token)
+        project_id_var.reset(project_token)
+
+
+async def _run_leased(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    task: Task,
+    *,
+    registry: Registry,
+    limits: TaskSettings,
+) -> None:
+    log.info("task started", extra={"attempt": task.attempt, "type": task.type})
+    try:
+        task_type = registry.get(task.type)
+    except UnknownTaskType:
+        await _fail(
+            sessionmaker, task, "unknown_type", f"no handler for {task.type!r}", False, limits
+        )
+        return
+    context = TaskContext(
+        task_id=task.id,
+        project_id=task.project_id,
+        attempt=task.attempt,
+        max_attempts=task.max_attempts,
+        idempotency_key=task.idempotency_key,
+    )
+    started = time.monotonic()
+    run = asyncio.create_task(task_type.run(task.input, context))
+    stopped = await _supervise(
+        sessionmaker, task, run, context, limits, deadline=started + task.timeout_s
+    )
+    if stopped == _Outcome.lease_lost:
+        log.warning("lease lost; the attempt's outcome is discarded")
+        return
+    if stopped == _Outcome.canceled:
+        async with transaction(sessionmaker) as session:
+            await task_service.end_canceled(session, task)
+        log.info("task canceled")
+        return
+    if stopped == _Outcome.timed_out:
+        message = f"attempt exceeded timeout_s={task.timeout_s}"
+        await _fail(sessionmaker, task, "timeout", message, True, limits)
+        return
+    try:
+        result = run.result()
+    except TaskCanceled:
+        async with transaction(sessionmaker) as session:
+            await task_service.end_canceled(session, task)
+        return
+    except TaskError as exc:
+        await _fail(sessionmaker, task, exc.type, str(exc), exc.retryable, limits)
+        return
+    except Exception as exc:  # a handler bug: recorded on the task, never crashes the worker
+        log.exception("task handler raised")
+        message = f"{type(exc).__name__}: {exc}"
+        await _fail(sessionmaker, task, "internal", message, task_type.is_retryable(exc), limits)
+        return
+    await _succeed(sessionmaker, task, result, limits)
+    log.info("task succeeded", extra={"duration_s": round(time.monotonic() - started, 3)})
+
+
+async def _supervise(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    task: Task,
+    run: asyncio.Task[Any],
+    context: TaskContext,
+    limits: TaskSettings,
+    *,
+    deadline: float,
+) -> str | None:
+    """Heartbeat until the handler ends; stop it on cancel, timeout or a lost lease."""
+    while True:
+        wait_s = max(0.0, min(limits.heartbeat_s, deadline - time.monotonic()))
+        done, _ = await asyncio.wait({run}, timeout=wait_s)
+        if done:
+            await _beat(sessionmaker, task, context, limits)  # last progress
+            return None
+        if time.monotonic() >= deadline:
+            return await _stop(run, context, _Outcome.timed_out)
+        current = await _beat(sessionmaker, task, context, limits)
+        if current is None:
+            return await _stop(run, context, _Outcome.lease_lost)
+        if current.cancel_requested_at is not None:
+            return await _stop(run, context, _Outcome.canceled)
+
+
+async def _beat(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    task: Task,
+    context: TaskContext,
+    limits: TaskSettings,
+) -> Task | None:
+    async with transaction(sessionmaker) as session:
+        return await task_service.heartbeat(
+            session,
+            task.id,
+            attempt=task.attempt,
+            lease_s=limits.lease_s,
+            progress=context.take_progress(),
+        )
+
+
+async def _stop(run: asyncio.Task[Any], context: TaskContext, outcome: str) -> str:
+    context.stop()  # cooperative: sync handlers in threads see it at their next stop point
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    return outcome
+
+
+async def _succeed(
+    sessionmaker: async_sessionmaker[AsyncSession], task: Task, result: Any, limits: TaskSettings
+) -> None:
+    try:
+        size = len(orjson.dumps(result))
+        check_storable_json(result)
+    except (TypeError, ValueError) as exc:
+        message = f"result is not storable JSON: {exc}"
+        await _fail(sessionmaker, task, "invalid_result", message, False, limits)
+        return
+    if size > limits.inline_result_bytes:
+        message = f"result is {size} bytes; results above {limits.inline_result_bytes} bytes are not supported yet"
+        await _fail(sessionmaker, task, "result_too_large", message, False, limits)
+        return
+    async with transaction(sessionmaker) as session:
+        await task_service.succeed(session, task, result=result)
+
+
+async def _fail(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    task: Task,
+    error_type: str,
+    message: str,
+    retryable: bool,
+    limits: TaskSettings,
+) -> None:
+    log.info("task attempt failed", extra={"error_type": error_type, "retryable": retryable})
+    async with transaction(sessionmaker) as session:
+        await task_service.fail_attempt(
+            session,
+            task,
+            error_type=error_type,
+            message=message,
+            retryable=retryable,
+            limits=limits,
+        )

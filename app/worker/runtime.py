@@ -1,0 +1,62 @@
+"""One event loop and one database engine per worker process, rebuilt after a fork.
+
+Celery jobs are sync; they call `run(coro)`. Never `asyncio.run()` per job against a pooled
+engine, never nested loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.config import get_settings
+from app.core.db import create_engine, create_sessionmaker
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Runtime:
+    pid: int
+    loop: asyncio.AbstractEventLoop
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+
+_runtime: _Runtime | None = None
+
+
+def _current() -> _Runtime:
+    global _runtime
+    if _runtime is None or _runtime.pid != os.getpid():
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        settings = get_settings()
+        # Each pool process needs few connections: one job at a time, plus its heartbeat.
+        database = settings.database.model_copy(update={"pool_size": 2, "max_overflow": 2})
+        engine = create_engine(database)
+        _runtime = _Runtime(os.getpid(), loop, engine, create_sessionmaker(engine))
+    return _runtime
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion on this process's loop."""
+    return _current().loop.run_until_complete(coro)
+
+
+def sessionmaker() -> async_sessionmaker[AsyncSession]:
+    return _current().sessionmaker
+
+
+def shutdown() -> None:
+    """Dispose of this process's engine and loop (on worker process shutdown)."""
+    global _runtime
+    if _runtime is not None and _runtime.pid == os.getpid():
+        _runtime.loop.run_until_complete(_runtime.engine.dispose())
+        _runtime.loop.close()
+    _runtime = None

@@ -1,0 +1,181 @@
+"""Nothing accepted is lost: workers killed mid-task, Redis flushed, Redis stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import Settings
+from app.core.db import create_sessionmaker
+from app.devstack.engines import valkey_binary
+from app.events.models import Event
+from app.tasks.models import Task, TaskStatus
+from app.worker.celery_app import create_celery
+from tests.platform import FAST_SETTINGS, Platform
+from tests.support import ProcessGroup, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+async def _until_running(platform: Platform, task_ids: list[str], *, at_least: int) -> None:
+    for _ in range(300):
+        if (await platform.statuses(task_ids)).get("running", 0) >= at_least:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"fewer than {at_least} tasks started within 30 s")
+
+
+class TestWorkerKilled:
+    async def test_every_task_still_succeeds_exactly_once_after_kill_9_of_all_workers(
+        self, platform: Platform
+    ) -> None:
+        platform.start_worker(concurrency=4)
+        platform.start_worker(concurrency=4)
+        task_ids = await platform.submit_many(200, {"type": "sleep", "input": {"seconds": 1}})
+        await _until_running(platform, task_ids, at_least=4)
+        interrupted = await _running_ids(platform, task_ids)
+
+        killed_at = time.monotonic()
+        platform.kill_workers()
+        platform.start_worker(concurrency=4)
+        platform.start_worker(concurrency=4)
+        requeued_after = await _seconds_until(platform, interrupted, killed_at, requeued=True)
+        restarted_after = await _seconds_until(platform, interrupted, killed_at, requeued=False)
+        counts = await platform.wait_terminal(task_ids, timeout_s=240)
+        done_after = time.monotonic() - killed_at
+
+        assert interrupted
+        assert counts == {"succeeded": 200}
+        assert await platform.terminal_event_counts(task_ids) == {1: 200}
+        print(  # noqa: T201 (reported figure)
+            f"\nkill -9 of all workers with {len(interrupted)} of 200 tasks running: "
+            f"all {len(interrupted)} back in the queue {requeued_after:.1f}s after the kill, "
+            f"running again after {restarted_after:.1f}s (behind the backlog), "
+            f"all 200 succeeded after {done_after:.1f}s"
+        )
+
+
+async def _running_ids(platform: Platform, task_ids: list[str]) -> list[str]:
+    async with create_sessionmaker(platform.engine)() as session:
+        rows = await session.scalars(
+            select(Task.id).where(Task.id.in_(task_ids), Task.status == TaskStatus.running)
+        )
+        return [str(task_id) for task_id in rows]
+
+
+async def _seconds_until(
+    platform: Platform, task_ids: list[str], since: float, *, requeued: bool
+) -> float:
+    """Seconds from `since` until every task in `task_ids` was requeued (or started again)."""
+    if requeued:
+        condition = Event.kind == "task.requeued"
+    else:
+        condition = (Event.kind == "task.started") & (Event.data["attempt"].as_integer() >= 2)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        async with create_sessionmaker(platform.engine)() as session:
+            restarted = await session.scalar(
+                select(func.count(func.distinct(Event.subject_id))).where(
+                    Event.subject_id.in_(task_ids), condition
+                )
+            )
+        if restarted == len(task_ids):
+            return time.monotonic() - since
+        await asyncio.sleep(0.1)
+    raise AssertionError(
+        f"interrupted tasks not {'requeued' if requeued else 'restarted'} in 120 s"
+    )
+
+
+class TestRedisFlushed:
+    async def test_all_tasks_succeed_after_flushall_right_after_submitting(
+        self, platform: Platform, redis: Redis
+    ) -> None:
+        task_ids = await platform.submit_many(500, {"type": "echo"})
+        await asyncio.sleep(0.5)  # every job published
+
+        await redis.flushall()  # the session's own Valkey, never the machine's shared one
+        platform.start_worker(concurrency=3)
+        counts = await platform.wait_terminal(task_ids, timeout_s=180)
+
+        assert counts == {"succeeded": 500}
+        assert await platform.terminal_event_counts(task_ids) == {1: 500}
+
+
+@pytest.fixture
+def own_valkey(tmp_path: Path) -> Iterator[tuple[str, ProcessGroup, list[str]]]:
+    """A Valkey only this test uses, so it can be stopped and started again on the same port."""
+    port = free_port()
+    argv = [
+        str(valkey_binary()),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(tmp_path),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    group = ProcessGroup()
+    yield f"redis://127.0.0.1:{port}/0", group, argv
+    group.stop_all()
+
+
+class TestRedisDown:
+    async def test_submit_answers_202_while_redis_is_down_and_the_tasks_run_when_it_returns(
+        self,
+        processes: ProcessGroup,
+        process_env: dict[str, str],
+        engine: AsyncEngine,
+        tmp_path: Path,
+        own_valkey: tuple[str, ProcessGroup, list[str]],
+    ) -> None:
+        redis_url, valkey_group, valkey_argv = own_valkey
+        valkey = valkey_group.start(valkey_argv, env={}, log_path=tmp_path / "valkey.log")
+        env = {**process_env, **FAST_SETTINGS, "TASKGATE_REDIS__URL": redis_url}
+        settings_celery = create_celery_for(redis_url)
+        platform = Platform(
+            processes=processes, env=env, logs=tmp_path, celery=settings_celery, engine=engine
+        )
+        await platform.create_project()
+        wait_until(lambda: _ping(redis_url), timeout_s=10, what="valkey")
+        platform.start_api()
+        platform.start_scheduler()
+        platform.start_worker(concurrency=2)
+
+        valkey_group.stop(valkey)
+        task_ids = await platform.submit_many(20, {"type": "echo"}, concurrency=5)
+        queued_while_down = await platform.statuses(task_ids)
+        valkey_group.start(valkey_argv, env={}, log_path=tmp_path / "valkey-2.log")
+        counts = await platform.wait_terminal(task_ids, timeout_s=120)
+        settings_celery.close()
+
+        assert queued_while_down == {"queued": 20}
+        assert counts == {"succeeded": 20}
+
+
+def create_celery_for(redis_url: str) -> Celery:
+    return create_celery(Settings.model_validate({"env": "test", "redis": {"url": redis_url}}))
+
+
+def _ping(redis_url: str) -> bool:
+    client = SyncRedis.from_url(redis_url, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except RedisError:
+        return False
+    finally:
+        client.close()

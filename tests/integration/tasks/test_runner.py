@@ -1,0 +1,255 @@
+"""One attempt on a worker, run in-process against the real database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import TaskSettings
+from app.core.db import transaction, utc_now
+from app.projects.models import Project
+from app.tasks import service as task_service
+from app.tasks.models import Task, TaskStatus
+from app.tasks.runner import execute
+from app.tasktypes.builtin import EchoInput
+from app.tasktypes.registry import Registry, TaskContext, TaskType, get_registry
+from tests.integration.tasks.conftest import event_kinds, make_task, reload
+
+
+async def _execute(db: async_sessionmaker[AsyncSession], task: Task, limits: TaskSettings) -> None:
+    await execute(db, task.id, registry=get_registry(), limits=limits, worker="test-worker")
+
+
+class TestExecute:
+    async def test_runs_a_queued_task_to_success(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, input={"hello": "world"})
+
+        await _execute(db, task, limits)
+
+        done = await reload(db, task.id)
+        assert done.status == TaskStatus.succeeded
+        assert done.result == {"hello": "world"}
+        assert done.attempt == 1
+        assert done.started_at is not None
+        assert done.finished_at is not None
+        assert done.lease_expires_at is None
+        assert await event_kinds(db, task.id) == ["task.started", "task.succeeded"]
+
+    async def test_a_second_delivery_of_a_finished_task_does_nothing(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project)
+        await _execute(db, task, limits)
+
+        await _execute(db, task, limits)
+
+        assert (await reload(db, task.id)).attempt == 1
+        assert await event_kinds(db, task.id) == ["task.started", "task.succeeded"]
+
+    async def test_a_task_not_yet_due_is_not_started(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, run_at=utc_now() + timedelta(hours=1))
+
+        await _execute(db, task, limits)
+
+        assert (await reload(db, task.id)).status == TaskStatus.queued
+
+    async def test_a_retryable_failure_with_attempts_left_is_retried_later(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, type="fail", input={"message": "boom"})
+
+        await _execute(db, task, limits)
+
+        failed = await reload(db, task.id)
+        assert failed.status == TaskStatus.retrying
+        assert failed.error == {"type": "fail", "message": "boom"}
+        assert failed.run_at is not None
+        assert failed.dispatched_at is None
+        assert await event_kinds(db, task.id) == ["task.started", "task.retrying"]
+
+    async def test_a_task_that_always_fails_runs_exactly_max_attempts_times(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, type="fail", max_attempts=3)
+
+        for _ in range(5):
+            async with transaction(db) as session:
+                await task_service.promote_due_retries(session, limit=10)
+            await _execute(db, task, limits)
+
+        done = await reload(db, task.id)
+        assert done.status == TaskStatus.failed
+        assert done.attempt == 3
+        kinds = await event_kinds(db, task.id)
+        assert kinds.count("task.started") == 3
+        assert kinds.count("task.retrying") == 2
+        assert kinds.count("task.failed") == 1
+
+    async def test_a_non_retryable_failure_fails_at_once(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, type="fail", input={"retryable": False})
+
+        await _execute(db, task, limits)
+
+        done = await reload(db, task.id)
+        assert done.status == TaskStatus.failed
+        assert done.attempt == 1
+
+    async def test_input_the_handler_rejects_fails_without_retry(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, type="sleep", input={"seconds": "long"})
+
+        await _execute(db, task, limits)
+
+        done = await reload(db, task.id)
+        assert done.status == TaskStatus.failed
+        assert done.error is not None
+        assert done.error["type"] == "input"
+
+    async def test_an_unknown_type_fails_without_retry(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, type="gone.away")
+
+        await _execute(db, task, limits)
+
+        done = await reload(db, task.id)
+        assert done.status == TaskStatus.failed
+        assert done.error is not None
+        assert done.error["type"] == "unknown_type"
+
+    async def test_an_attempt_over_its_timeout_is_retried_then_failed(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(
+            db, project, type="sleep", input={"seconds": 30}, timeout_s=1, max_attempts=2
+        )
+
+        await _execute(db, task, limits)
+        after_first = await reload(db, task.id)
+        async with transaction(db) as session:
+            await task_service.promote_due_retries(session, limit=10)
+        await _execute(db, task, limits)
+
+        assert after_first.status == TaskStatus.retrying
+        assert after_first.error is not None
+        assert after_first.error["type"] == "timeout"
+        done = await reload(db, task.id)
+        assert done.status == TaskStatus.failed
+        assert done.error is not None
+        assert done.error["type"] == "timeout"
+        assert done.attempt == 2
+
+    async def test_a_result_over_the_inline_limit_fails_clearly(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, input={"blob": "x" * 70_000})
+
+        await _execute(db, task, limits)
+
+        done = await reload(db, task.id)
+        assert done.status == TaskStatus.failed
+        assert done.error is not None
+        assert done.error["type"] == "result_too_large"
+
+    async def test_progress_is_recorded_while_running(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, type="sleep", input={"seconds": 1})
+
+        running = asyncio.create_task(_execute(db, task, limits))
+        await asyncio.sleep(0.6)
+        midway = await reload(db, task.id)
+        await running
+
+        assert midway.status == TaskStatus.running
+        assert midway.progress is not None
+        assert 0 < midway.progress < 1
+        assert (await reload(db, task.id)).progress == 1.0
+
+
+class TestCancelWhileRunning:
+    async def test_a_running_task_stops_and_ends_canceled(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, type="sleep", input={"seconds": 30})
+        running = asyncio.create_task(_execute(db, task, limits))
+        await asyncio.sleep(0.3)
+
+        async with transaction(db) as session:
+            await session.execute(
+                update(Task).where(Task.id == task.id).values(cancel_requested_at=utc_now())
+            )
+        await asyncio.wait_for(running, timeout=5)
+
+        done = await reload(db, task.id)
+        assert done.status == TaskStatus.canceled
+        assert (await event_kinds(db, task.id))[-1] == "task.canceled"
+
+    async def test_a_cpu_bound_handler_in_a_thread_stops_at_its_next_stop_point(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, type="cpu.primes", input={"n": 200_000_000})
+        running = asyncio.create_task(_execute(db, task, limits))
+        await asyncio.sleep(0.5)
+
+        async with transaction(db) as session:
+            await session.execute(
+                update(Task).where(Task.id == task.id).values(cancel_requested_at=utc_now())
+            )
+        await asyncio.wait_for(running, timeout=5)
+
+        assert (await reload(db, task.id)).status == TaskStatus.canceled
+
+
+class TestLeaseLost:
+    async def test_an_attempt_whose_lease_was_reaped_writes_nothing(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        task = await make_task(db, project, type="sleep", input={"seconds": 1})
+        running = asyncio.create_task(_execute(db, task, limits))
+        await asyncio.sleep(0.3)
+
+        # As if the worker had stalled: its lease expires and the scheduler takes the task back.
+        async with transaction(db) as session:
+            await session.execute(
+                update(Task)
+                .where(Task.id == task.id)
+                .values(lease_expires_at=utc_now() - timedelta(seconds=1))
+            )
+            await task_service.reap_expired_leases(session, limit=10)
+        await asyncio.wait_for(running, timeout=5)
+
+        done = await reload(db, task.id)
+        assert done.status == TaskStatus.queued
+        assert done.result is None
+        assert "task.succeeded" not in await event_kinds(db, task.id)
+
+
+class TestUnstorableResult:
+    async def test_a_result_jsonb_cannot_hold_fails_the_task_clearly(
+        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    ) -> None:
+        async def not_a_number(_data: EchoInput, _context: TaskContext) -> dict[str, float]:
+            return {"x": float("nan")}
+
+        registry = Registry(
+            [TaskType(name="nan", description="", input_model=EchoInput, handler=not_a_number)]
+        )
+        task = await make_task(db, project, type="nan")
+
+        await execute(db, task.id, registry=registry, limits=limits, worker="test-worker")
+
+        done = await reload(db, task.id)
+        assert done.status == TaskStatus.failed
+        assert done.error is not None
+        assert done.error["type"] == "invalid_result"
