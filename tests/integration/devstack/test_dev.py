@@ -12,6 +12,18 @@ from tests.integration.devstack.conftest import processes_in
 from tests.support import ProcessGroup, free_port, http_ok, wait_until
 
 
+def child_pid(role: str, redis_url: str) -> int | None:
+    """The PID of `taskgate dev`'s `python -m app.cli <role>` child, if one is running."""
+    for pid in processes_with_env("TASKGATE_REDIS__URL", redis_url):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[1:4] == [b"-m", b"app.cli", role.encode()]:
+            return pid
+    return None
+
+
 def processes_with_env(key: str, value: str) -> list[int]:
     """PIDs of live processes whose environment holds `key=value`."""
     wanted = f"{key}={value}".encode()
@@ -31,7 +43,9 @@ def processes_with_env(key: str, value: str) -> list[int]:
 
 @pytest.mark.e2e
 class TestDev:
-    def test_serves_the_api_and_stops_everything_on_ctrl_c(self, tmp_path: Path) -> None:
+    def test_serves_the_api_restarts_killed_children_and_stops_everything_on_ctrl_c(
+        self, tmp_path: Path
+    ) -> None:
         data_dir, port, group = tmp_path / "data", free_port(), ProcessGroup()
         env = {key: value for key, value in os.environ.items() if not key.startswith("TASKGATE_")}
         try:
@@ -49,7 +63,32 @@ class TestDev:
             settings = dict(
                 line.split("=", 1) for line in (data_dir / "env").read_text().splitlines()
             )
-            children = processes_with_env("TASKGATE_REDIS__URL", settings["TASKGATE_REDIS__URL"])
+            redis_url = settings["TASKGATE_REDIS__URL"]
+            wait_until(
+                lambda: http_ok(f"http://127.0.0.1:{port}/health/ready"),
+                timeout_s=30,
+                what="/health/ready",
+            )
+            restarted = {}
+            for role in ("api", "worker"):
+                wait_until(
+                    lambda r=role: child_pid(r, redis_url) is not None, timeout_s=30, what=role
+                )
+                killed = child_pid(role, redis_url)
+                assert killed is not None
+                os.kill(killed, signal.SIGKILL)
+                wait_until(
+                    lambda r=role, k=killed: child_pid(r, redis_url) not in (None, k),
+                    timeout_s=30,
+                    what=f"the {role} to be restarted",
+                )
+                restarted[role] = child_pid(role, redis_url)
+            wait_until(
+                lambda: http_ok(f"http://127.0.0.1:{port}/health/ready"),
+                timeout_s=30,
+                what="the restarted API",
+            )
+            children = processes_with_env("TASKGATE_REDIS__URL", redis_url)
 
             dev.send_signal(signal.SIGINT)
             returncode = dev.wait(timeout=60)
@@ -58,6 +97,8 @@ class TestDev:
 
         assert returncode == 0, (tmp_path / "dev.log").read_text()[-3000:]
         assert "taskgate dev is running" in (tmp_path / "dev.log").read_text()
-        assert children  # the API at least; worker and scheduler too unless they were restarting
+        assert all(restarted.values())
+        assert "restarting" in (tmp_path / "dev.log").read_text()
+        assert children
         assert processes_with_env("TASKGATE_REDIS__URL", settings["TASKGATE_REDIS__URL"]) == []
         assert processes_in(data_dir) == []
