@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -15,6 +16,7 @@ from app.tasktypes.registry import (
     TaskInputError,
     TaskType,
     UnknownTaskType,
+    _load_entry_points,
     get_registry,
 )
 
@@ -103,3 +105,52 @@ class TestRetryDelay:
 
     def test_is_capped(self) -> None:
         assert retry_delay(30, base_s=2.0, cap_s=60) <= 60
+
+
+class TestEntryPoints:
+    def test_task_types_of_installed_plugins_are_loaded(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "tg_plugin_demo.py").write_text(
+            "from pydantic import BaseModel\n"
+            "from app.tasktypes.registry import TaskType\n"
+            "class Empty(BaseModel):\n"
+            "    pass\n"
+            "async def handle(data, context):\n"
+            "    return {'plugin': True}\n"
+            "def task_types():\n"
+            "    return [TaskType(name='demo.plugin', description='d', input_model=Empty, handler=handle)]\n"
+        )
+        dist_info = tmp_path / "tg_plugin_demo-1.0.dist-info"
+        dist_info.mkdir()
+        (dist_info / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: tg-plugin-demo\nVersion: 1.0\n"
+        )
+        (dist_info / "entry_points.txt").write_text(
+            "[taskgate.task_types]\ndemo = tg_plugin_demo:task_types\n"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
+        registry = Registry()
+
+        _load_entry_points(registry)
+
+        assert "demo.plugin" in registry
+
+    def test_a_broken_plugin_is_skipped(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        dist_info = tmp_path / "tg_broken-1.0.dist-info"
+        dist_info.mkdir()
+        (dist_info / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: tg-broken\nVersion: 1.0\n"
+        )
+        (dist_info / "entry_points.txt").write_text(
+            "[taskgate.task_types]\nbroken = tg_no_such_module:task_types\n"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
+        registry = Registry()
+
+        _load_entry_points(registry)
+
+        assert registry.all() == []
+        assert "could not load task types" in caplog.text
