@@ -12,15 +12,26 @@ from tests.integration.devstack.conftest import processes_in
 from tests.support import ProcessGroup, free_port, http_ok, wait_until
 
 
-def child_pid(role: str, redis_url: str) -> int | None:
-    """The PID of `taskgate dev`'s `python -m app.cli <role>` child, if one is running."""
-    for pid in processes_with_env("TASKGATE_REDIS__URL", redis_url):
+def child_pid(role: str, supervisor: int) -> int | None:
+    """The PID of the supervisor's own `python -m app.cli <role>` child, if one is running.
+
+    Only direct children count: a worker's prefork processes share its command line.
+    """
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        if argv[1:4] == [b"-m", b"app.cli", role.encode()]:
-            return pid
+        state, parent = fields[0], int(fields[1])
+        if (
+            parent == supervisor
+            and state != "Z"
+            and argv[1:4] == [b"-m", b"app.cli", role.encode()]
+        ):
+            return int(entry.name)
     return None
 
 
@@ -72,17 +83,17 @@ class TestDev:
             restarted = {}
             for role in ("api", "worker"):
                 wait_until(
-                    lambda r=role: child_pid(r, redis_url) is not None, timeout_s=30, what=role
+                    lambda r=role: child_pid(r, dev.pid) is not None, timeout_s=30, what=role
                 )
-                killed = child_pid(role, redis_url)
+                killed = child_pid(role, dev.pid)
                 assert killed is not None
                 os.kill(killed, signal.SIGKILL)
                 wait_until(
-                    lambda r=role, k=killed: child_pid(r, redis_url) not in (None, k),
+                    lambda r=role, k=killed: child_pid(r, dev.pid) not in (None, k),
                     timeout_s=30,
                     what=f"the {role} to be restarted",
                 )
-                restarted[role] = child_pid(role, redis_url)
+                restarted[role] = child_pid(role, dev.pid)
             wait_until(
                 lambda: http_ok(f"http://127.0.0.1:{port}/health/ready"),
                 timeout_s=30,
