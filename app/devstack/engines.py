@@ -628,6 +628,11 @@ class SeaweedS3(Engine):
             self._wait_for(
                 deadline, f"bucket {self.bucket!r} to be created", lambda: self._bucket(client)
             )
+            # The bucket survives a restart before the volume server is back: reads and writes
+            # can still fail with InternalError, so ready means an object went in and came out.
+            self._wait_for(
+                deadline, "an object to be stored and read back", lambda: self._round_trip(client)
+            )
         finally:
             client.close()
 
@@ -641,6 +646,22 @@ class SeaweedS3(Engine):
 
     def _port_open(self) -> bool:
         return process.port_open(self.port)
+
+    def _round_trip(self, client: S3Client) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key, payload = ".taskgate-ready", b"ready"
+        try:
+            client.put_object(Bucket=self.bucket, Key=key, Body=payload)
+            body = client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                stored = body.read()
+            finally:
+                body.close()
+            client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError):
+            return False
+        return stored == payload
 
     def _bucket(self, client: S3Client) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
