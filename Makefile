@@ -50,12 +50,15 @@ migrate: $(STAMP)
 migrations-check: $(STAMP)
 	$(BIN)/pytest tests/integration/test_migrations.py
 
-# Time `taskgate dev` to /health/ready = 200, cold and warm (docs/benchmarks.md); bench-short: one run, for CI.
+# docs/benchmarks.md: `taskgate dev` to /health/ready (cold, warm) and a worker's memory on file
+# jobs; bench-short runs each once on small inputs, for CI.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.dev_startup
+	$(BIN)/python -m benchmarks.file_memory
 
 bench-short: $(STAMP)
 	$(BIN)/python -m benchmarks.dev_startup --short
+	$(BIN)/python -m benchmarks.file_memory --short
 
 # Re-resolve the pinned set after changing dependencies in pyproject.toml.
 lock:

@@ -57,8 +57,12 @@ def api(
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Prefork processes.")] = None,
     queues: Annotated[
-        str, typer.Option(help="Queues, highest priority first.")
-    ] = "high,default,low",
+        str,
+        typer.Option(
+            help="Queues, highest priority first; `webhooks` holds webhook deliveries "
+            "(a worker of its own: --queues webhooks)."
+        ),
+    ] = "high,webhooks,default,low",
     hostname: Annotated[str | None, typer.Option(help="Worker node name (name@host).")] = None,
 ) -> None:
     """Run a Celery worker (prefork pool) on the priority queues."""

@@ -19,11 +19,14 @@ from app.core.metrics import MetricsMiddleware
 from app.core.middleware import RequestIdMiddleware
 from app.core.redis import create_redis
 from app.events.router import router as events_router
+from app.files.router import router as files_router
 from app.health.router import router as health_router
 from app.projects.router import router as projects_router
 from app.tasks.dispatch import BackgroundDispatcher, Publisher
 from app.tasks.router import router as tasks_router
 from app.tasks.waiter import TaskWaiter
+from app.webhooks import dispatch as webhook_dispatch
+from app.webhooks.router import router as webhooks_router
 from app.worker.celery_app import create_celery
 
 DESCRIPTION = (
@@ -44,14 +47,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = redis
         celery = create_celery(settings)
+        app.state.celery = celery
         publisher = Publisher(celery, breaker_s=settings.tasks.publish_breaker_s)
         app.state.dispatcher = BackgroundDispatcher(publisher, app.state.sessionmaker)
         app.state.task_waiter = waiter = TaskWaiter(settings.database)
+        # Webhook deliveries of events this process records are published right after commit.
+        deliveries = webhook_dispatch.DeliveryPublisher(
+            celery,
+            timeout_s=settings.webhooks.timeout_s,
+            breaker_s=settings.tasks.publish_breaker_s,
+            background=True,
+        )
+        webhook_dispatch.install(deliveries)
         await waiter.start()
         try:
             yield
         finally:
             await app.state.dispatcher.drain()
+            await deliveries.drain()
+            webhook_dispatch.uninstall(deliveries)
             await waiter.stop()
             celery.close()
             await redis.aclose()
@@ -72,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(projects_router, prefix="/v1")
     app.include_router(events_router, prefix="/v1")
     app.include_router(tasks_router, prefix="/v1")
+    app.include_router(webhooks_router, prefix="/v1")
+    app.include_router(files_router, prefix="/v1")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -39,6 +39,12 @@ FAST_SETTINGS = {
     "TASKGATE_TASKS__RETRY_BASE_S": "0.5",
     "TASKGATE_TASKS__PUBLISH_BREAKER_S": "1",
     "TASKGATE_WORKER__UNACKED_RESTORE_INTERVAL_S": "1",
+    # Receivers in tests listen on 127.0.0.1; retries and lost deliveries come back in seconds.
+    "TASKGATE_WEBHOOKS__ALLOW_LOOPBACK": "true",
+    "TASKGATE_WEBHOOKS__TIMEOUT_S": "2",
+    "TASKGATE_WEBHOOKS__LEASE_GRACE_S": "1",
+    "TASKGATE_WEBHOOKS__REDISPATCH_AFTER_S": "2",
+    "TASKGATE_WEBHOOKS__RETRY_SCHEDULE_S": "[0.5, 1, 1, 1]",
 }
 TERMINAL_KINDS = ("task.succeeded", "task.failed", "task.canceled")
 

@@ -10,7 +10,7 @@ from typing import Literal, Self
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "change-me-local-only-not-a-secret-0000"  # noqa: S105 (refused outside local/test)
@@ -204,6 +204,76 @@ class TaskSettings(BaseModel):
         return self
 
 
+class WebhookSettings(BaseModel):
+    # SSRF: targets must be public addresses unless these allow more. `allow_private_targets`
+    # lifts the address check (not the scheme, credential and obfuscation checks);
+    # `allow_loopback` allows 127.0.0.0/8 and ::1 only (what `taskgate dev` turns on).
+    allow_private_targets: bool = False
+    allow_loopback: bool = False
+    # One attempt, from DNS resolution to the last byte read, never takes longer than this.
+    timeout_s: float = Field(10.0, gt=0, le=60)
+    response_max_bytes: int = Field(65_536, ge=1024, le=1_048_576)
+    # Delays before each retry; a delivery that fails once more is `failed`.
+    retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=0,
+        max_length=20,
+    )
+    # After `rotate-secret`, the old secret keeps signing (a second signature) this long.
+    secret_grace_s: float = Field(86_400.0, ge=0, le=30 * 86_400)
+    # Deliveries in flight per endpoint (1 while the endpoint is failing).
+    endpoint_concurrency: int = Field(4, ge=1, le=64)
+    # An endpoint whose deliveries have failed without a success for this long is disabled.
+    disable_after_s: float = Field(5 * 86_400.0, ge=60)
+    # A claimed delivery whose worker died is attempted again `timeout_s + lease_grace_s` later.
+    lease_grace_s: float = Field(10.0, ge=0.5, le=600)
+    # A published delivery not started this long ago is published again if its queue is empty.
+    redispatch_after_s: float = Field(30.0, ge=1)
+    max_endpoints_per_project: int = Field(20, ge=1, le=1000)
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _sane_delays(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= delay <= 7 * 86_400 for delay in value):
+            raise ValueError("retry delays must be between 0 and 604800 seconds")
+        return value
+
+
+_MIB = 1024 * 1024
+_GIB = 1024 * _MIB
+
+
+class FilesSettings(BaseModel):
+    """Uploads, presigned URLs, multipart sizes and how long results and outputs are kept."""
+
+    # Largest size a presigned PUT may declare (one S3 PUT takes at most 5 GiB).
+    max_upload_bytes: int = Field(5 * _GIB, ge=1, le=5 * _GIB)
+    # Largest `files:upload` body file, streamed through the API to S3.
+    max_direct_upload_bytes: int = Field(10 * _MIB, ge=1)
+    upload_url_ttl_s: int = Field(300, ge=1, le=300)
+    download_url_ttl_s: int = Field(900, ge=1, le=900)
+    # Presigned URLs are signed for this host when clients reach S3 by another address than
+    # the servers do (compose: http://localhost:9000); None: `s3.endpoint_url`.
+    public_endpoint_url: str | None = None
+    # Multipart part size for outputs and direct uploads (S3 needs >= 5 MiB but for the last).
+    part_size_bytes: int = Field(8 * _MIB, ge=5 * _MIB, le=512 * _MIB)
+    # Retention: a succeeded task's result, and files tasks wrote, are deleted after this long.
+    result_retention_days: float = Field(30.0, gt=0)
+    output_retention_days: float = Field(30.0, gt=0)
+    # Uploaded files are kept until deleted unless this is set.
+    upload_retention_days: float | None = Field(None, gt=0)
+    # A presigned upload never completed is removed after this long.
+    pending_upload_ttl_s: int = Field(24 * 3600, ge=3600)
+    retention_interval_s: float = Field(300.0, gt=0)
+    retention_batch: int = Field(500, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _direct_within_max(self) -> Self:
+        if self.max_direct_upload_bytes > self.max_upload_bytes:
+            raise ValueError("max_direct_upload_bytes must not exceed max_upload_bytes")
+        return self
+
+
 class HealthSettings(BaseModel):
     check_timeout_s: float = Field(2.0, gt=0, le=30)
 
@@ -223,7 +293,9 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     tasks: TaskSettings = Field(default_factory=TaskSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @model_validator(mode="after")
     def _broker_outlasts_tasks(self) -> Self:

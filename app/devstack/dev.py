@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 _MIGRATE_TIMEOUT_S = 300.0
 _POLL_INTERVAL_S = 0.5
 
+LOOPBACK_WEBHOOKS = "TASKGATE_WEBHOOKS__ALLOW_LOOPBACK"
+
 _SignalHandler = Callable[[int, FrameType | None], object] | int | None
 
 
@@ -44,6 +46,8 @@ def run_dev(
         stack.write_env(env_file)
         os.environ.update(urls.as_env())
         child_env = dict(os.environ)
+        # Webhooks to receivers on this machine (http://127.0.0.1:…); private networks stay refused.
+        child_env.setdefault(LOOPBACK_WEBHOOKS, "true")
         if stop_requested.is_set():
             return 0
         returncode = _migrate(child_env)
@@ -63,7 +67,14 @@ def run_dev(
             log=log,
         )
         supervisor.start()
-        _announce(urls, host=host, port=port, env_file=env_file, data_dir=data_dir)
+        _announce(
+            urls,
+            host=host,
+            port=port,
+            env_file=env_file,
+            data_dir=data_dir,
+            loopback_webhooks=child_env[LOOPBACK_WEBHOOKS].lower() in ("1", "true", "yes", "on"),
+        )
         while not stop_requested.wait(_POLL_INTERVAL_S):
             supervisor.poll()
         log.info("stopping the dev platform")
@@ -126,7 +137,15 @@ def _child_specs(
     ]
 
 
-def _announce(urls: StackUrls, *, host: str, port: int, env_file: Path, data_dir: Path) -> None:
+def _announce(
+    urls: StackUrls,
+    *,
+    host: str,
+    port: int,
+    env_file: Path,
+    data_dir: Path,
+    loopback_webhooks: bool,
+) -> None:
     api = f"http://{host}:{port}"
     lines = [
         "",
@@ -138,6 +157,12 @@ def _announce(urls: StackUrls, *, host: str, port: int, env_file: Path, data_dir
         f"  S3           {urls.s3_endpoint_url} (bucket {urls.s3_bucket})",
         f"  env file     {env_file}   (set -a; . {env_file}; set +a)",
         f"  data dir     {data_dir}",
+        "  webhooks     "
+        + (
+            f"loopback receivers allowed ({LOOPBACK_WEBHOOKS}=true; dev only)"
+            if loopback_webhooks
+            else "public receivers only"
+        ),
         "",
     ]
     # The one user-facing output of `taskgate dev`: a banner for the human at the terminal.

@@ -13,6 +13,7 @@ from app.core.db import utc_now
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.events.models import ActorType, Event
 from app.events.repository import EventRepository
+from app.webhooks import outbox as webhook_outbox
 
 if TYPE_CHECKING:
     from app.auth.principal import Principal
@@ -67,6 +68,7 @@ def record(
         at=utc_now(),
     )
     session.add(event)
+    webhook_outbox.track(session, event)  # its webhook deliveries join this transaction
     return event
 
 

@@ -9,6 +9,7 @@ import uuid
 from celery.signals import worker_process_shutdown
 
 from app.core.config import get_settings
+from app.files.storage import Storage
 from app.tasks import runner
 from app.tasktypes.registry import get_registry
 from app.worker import runtime
@@ -26,6 +27,7 @@ def execute_task(task_id: str) -> None:
             registry=get_registry(),
             limits=get_settings().tasks,
             worker=f"{socket.gethostname()}:{os.getpid()}",
+            storage=Storage.from_settings(get_settings()),
         )
     )
 

@@ -50,6 +50,14 @@ class Task(TimestampMixin, Base):
             "lease_expires_at",
             postgresql_where=text("status = 'running'"),
         ),
+        # The retention sweep: succeeded tasks that still hold a result, oldest first.
+        Index(
+            "ix_tasks_results_to_expire",
+            "finished_at",
+            postgresql_where=text(
+                "status = 'succeeded' AND (result IS NOT NULL OR result_key IS NOT NULL)"
+            ),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, text, tuple_, update
+from sqlalchemy import and_, case, func, null, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -225,6 +225,33 @@ class TaskRepository:
         )
         rows = (await self.session.execute(statement)).all()
         return [(row[0], Priority(row[1]), row[2]) for row in rows]
+
+    async def expire_results(
+        self, *, finished_before: datetime, limit: int
+    ) -> Sequence[tuple[uuid.UUID, uuid.UUID, str | None]]:
+        """Clear the results of succeeded tasks finished before `finished_before`, oldest first;
+        returns `(task id, project id, old result key)` of each."""
+        due = (
+            select(Task.id, Task.result_key)
+            .where(
+                Task.status == TaskStatus.succeeded,
+                Task.finished_at < finished_before,
+                or_(Task.result.is_not(None), Task.result_key.is_not(None)),
+            )
+            .order_by(Task.finished_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("due")
+        )
+        statement = (
+            update(Task)
+            .where(Task.id == due.c.id)
+            .values(result=null(), result_key=None)
+            .returning(Task.id, Task.project_id, due.c.result_key)
+            .execution_options(synchronize_session=False)
+        )
+        rows = (await self.session.execute(statement)).all()
+        return [(row[0], row[1], row[2]) for row in rows]
 
     async def forget_dispatch(self, task_ids: Sequence[uuid.UUID]) -> None:
         """Publishing failed: leave these for the scheduler's next pass."""

@@ -11,6 +11,10 @@ from app.auth.dependencies import CurrentPrincipal, SessionDep, SessionmakerDep,
 from app.core.errors import Unauthorized, error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.events.schemas import EventRead
+from app.files import service as file_service
+from app.files.dependencies import StorageDep
+from app.files.exceptions import StorageUnavailable
+from app.files.storage import Storage
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
 from app.tasks import service as task_service
 from app.tasks.dependencies import DispatcherDep, IdempotencyKey, RegistryDep, WaiterDep
@@ -22,12 +26,21 @@ from app.tasks.exceptions import (
     TaskNotFound,
     UnknownTaskType,
 )
-from app.tasks.models import TaskStatus
+from app.tasks.models import Task, TaskStatus
 from app.tasks.schemas import TaskRead, TaskSubmit, TaskTypeRead
 
 router = APIRouter(tags=["tasks"])
 
 MAX_WAIT_S = 60
+
+
+async def _read(tasks: list[Task], storage: Storage) -> list[TaskRead]:
+    """Task bodies; a result kept in S3 gets a fresh presigned `result_url`."""
+    urls = await file_service.result_links(storage, [task.result_key for task in tasks])
+    return [
+        TaskRead.model_validate(task).model_copy(update={"result_url": url})
+        for task, url in zip(tasks, urls, strict=True)
+    ]
 
 
 @router.get("/task-types")
@@ -71,6 +84,7 @@ async def submit_task(
     settings: SettingsDep,
     registry: RegistryDep,
     dispatcher: DispatcherDep,
+    storage: StorageDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskRead:
     """Queue a task (202). Follow it with `GET /v1/tasks/{id}?wait=30` or a webhook.
@@ -90,17 +104,19 @@ async def submit_task(
     )
     if not created:
         response.status_code = status.HTTP_200_OK
-    return TaskRead.model_validate(task)
+    [read] = await _read([task], storage)
+    return read
 
 
 @router.get(
     "/projects/{project_id}/tasks",
-    responses=error_responses(Unauthorized, ProjectNotFound, InvalidCursor),
+    responses=error_responses(Unauthorized, ProjectNotFound, InvalidCursor, StorageUnavailable),
 )
 async def list_tasks(
     project_id: uuid.UUID,
     session: SessionDep,
     principal: CurrentPrincipal,
+    storage: StorageDep,
     status: TaskStatus | None = None,
     type: Annotated[str | None, Query(max_length=100)] = None,
     limit: LimitQuery = 50,
@@ -116,25 +132,37 @@ async def list_tasks(
         limit=limit,
         cursor=cursor,
     )
-    return Page(items=[TaskRead.model_validate(task) for task in tasks], next_cursor=next_cursor)
+    return Page(items=await _read(tasks, storage), next_cursor=next_cursor)
 
 
-@router.get("/tasks/{task_id}", responses=error_responses(Unauthorized, TaskNotFound))
+@router.get(
+    "/tasks/{task_id}", responses=error_responses(Unauthorized, TaskNotFound, StorageUnavailable)
+)
 async def get_task(
     task_id: uuid.UUID,
+    session: SessionDep,
     sessionmaker: SessionmakerDep,
     principal: CurrentPrincipal,
     waiter: WaiterDep,
+    storage: StorageDep,
     wait: Annotated[
         int,
         Query(ge=0, le=MAX_WAIT_S, description="Hold up to this many seconds until it finishes."),
     ] = 0,
 ) -> TaskRead:
-    """The task. With `?wait=N` the answer comes as soon as it is terminal, or after N seconds."""
+    """The task. With `?wait=N` the answer comes as soon as it is terminal, or after N seconds.
+
+    A result over 64 KiB is kept in S3: `result` is null and `result_url` a presigned GET of
+    its JSON, valid for `TASKGATE_FILES__DOWNLOAD_URL_TTL_S` (at most 15 min; read again for a
+    fresh one)."""
+    # Authentication used the request's session; give its connection back to the pool, so a
+    # long-poll holds none while it waits (each re-read takes a short session of its own).
+    await session.close()
     task = await task_service.await_finished(
         sessionmaker, waiter, principal=principal, task_id=task_id, wait_s=wait
     )
-    return TaskRead.model_validate(task)
+    [read] = await _read([task], storage)
+    return read
 
 
 @router.post(
@@ -143,12 +171,13 @@ async def get_task(
     responses=error_responses(Unauthorized, InsufficientRole, TaskNotFound, TaskAlreadyFinished),
 )
 async def cancel_task(
-    task_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal
+    task_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal, storage: StorageDep
 ) -> TaskRead:
     """Cancel a task: a waiting one is `canceled` at once; a running one is asked to stop
     (`cancel_requested_at` is set and it ends `canceled`). A finished task is a 409."""
     task = await task_service.cancel(session, principal=principal, task_id=task_id)
-    return TaskRead.model_validate(task)
+    [read] = await _read([task], storage)
+    return read
 
 
 @router.get(

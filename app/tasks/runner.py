@@ -15,6 +15,8 @@ from app.core.config import TaskSettings
 from app.core.context import project_id_var, task_id_var
 from app.core.db import transaction
 from app.core.types import check_storable_json
+from app.files.storage import Storage, StorageError, object_key
+from app.files.taskfiles import TaskFiles
 from app.tasks import service as task_service
 from app.tasks.models import Task
 from app.tasktypes.registry import (
@@ -43,6 +45,7 @@ async def execute(
     registry: Registry,
     limits: TaskSettings,
     worker: str,
+    storage: Storage,
 ) -> None:
     """Run one attempt of a task. Safe to receive twice: only one worker can lease it."""
     async with transaction(sessionmaker) as session:
@@ -55,7 +58,7 @@ async def execute(
         project_id_var.set(str(task.project_id)),
     )
     try:
-        await _run_leased(sessionmaker, task, registry=registry, limits=limits)
+        await _run_leased(sessionmaker, task, registry=registry, limits=limits, storage=storage)
     finally:
         task_id_var.reset(task_token)
         project_id_var.reset(project_token)
@@ -67,6 +70,7 @@ async def _run_leased(
     *,
     registry: Registry,
     limits: TaskSettings,
+    storage: Storage,
 ) -> None:
     log.info("task started", extra={"attempt": task.attempt, "type": task.type})
     try:
@@ -82,6 +86,14 @@ async def _run_leased(
         attempt=task.attempt,
         max_attempts=task.max_attempts,
         idempotency_key=task.idempotency_key,
+    )
+    context.files = TaskFiles(
+        sessionmaker=sessionmaker,
+        storage=storage,
+        project_id=task.project_id,
+        task_id=task.id,
+        loop=asyncio.get_running_loop(),
+        stopping=lambda: context.stopping,
     )
     started = time.monotonic()
     run = asyncio.create_task(task_type.run(task.input, context))
@@ -114,7 +126,7 @@ async def _run_leased(
         message = f"{type(exc).__name__}: {exc}"
         await _fail(sessionmaker, task, "internal", message, task_type.is_retryable(exc), limits)
         return
-    await _succeed(sessionmaker, task, result, limits)
+    await _succeed(sessionmaker, task, result, limits, storage)
     log.info("task succeeded", extra={"duration_s": round(time.monotonic() - started, 3)})
 
 
@@ -167,21 +179,32 @@ async def _stop(run: asyncio.Task[Any], context: TaskContext, outcome: str) -> s
 
 
 async def _succeed(
-    sessionmaker: async_sessionmaker[AsyncSession], task: Task, result: Any, limits: TaskSettings
+    sessionmaker: async_sessionmaker[AsyncSession],
+    task: Task,
+    result: Any,
+    limits: TaskSettings,
+    storage: Storage,
 ) -> None:
     try:
-        size = len(orjson.dumps(result))
+        payload = orjson.dumps(result)
         check_storable_json(result)
     except (TypeError, ValueError) as exc:
         message = f"result is not storable JSON: {exc}"
         await _fail(sessionmaker, task, "invalid_result", message, False, limits)
         return
-    if size > limits.inline_result_bytes:
-        message = f"result is {size} bytes; results above {limits.inline_result_bytes} bytes are not supported yet"
-        await _fail(sessionmaker, task, "result_too_large", message, False, limits)
+    if len(payload) <= limits.inline_result_bytes:
+        async with transaction(sessionmaker) as session:
+            await task_service.succeed(session, task, result=result)
+        return
+    # Large: to S3 under a key per task, so a repeated attempt overwrites rather than leaks.
+    key = object_key(task.project_id, "results", f"{task.id}.json")
+    try:
+        await asyncio.to_thread(storage.put, key, payload, content_type="application/json")
+    except StorageError as exc:
+        await _fail(sessionmaker, task, "storage_unavailable", str(exc), True, limits)
         return
     async with transaction(sessionmaker) as session:
-        await task_service.succeed(session, task, result=result)
+        await task_service.succeed(session, task, result=None, result_key=key)
 
 
 async def _fail(

@@ -7,12 +7,13 @@ transaction.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -26,6 +27,8 @@ from app.core.db import after_commit, transaction, utc_now
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.events import service as event_service
 from app.events.models import Event
+from app.files import service as file_service
+from app.files.storage import Storage
 from app.projects import service as project_service
 from app.projects.exceptions import ProjectNotFound
 from app.projects.models import Role
@@ -40,10 +43,12 @@ from app.tasks.exceptions import (
 )
 from app.tasks.models import TERMINAL_STATUSES, Priority, Task, TaskStatus
 from app.tasks.repository import TaskRepository
-from app.tasks.schemas import TaskSubmit
+from app.tasks.schemas import TaskRead, TaskSubmit
 from app.tasks.waiter import TaskWaiter
+from app.tasktypes.filerefs import collect_file_refs
 from app.tasktypes.registry import Registry
 from app.tasktypes.registry import UnknownTaskType as UnknownRegistryType
+from app.webhooks import service as webhook_service
 
 ERROR_MESSAGE_LIMIT = 1000
 
@@ -81,6 +86,28 @@ def _validated(data: TaskSubmit, registry: Registry, limits: TaskSettings) -> di
     if data.run_at is not None and data.run_at > utc_now() + timedelta(seconds=limits.max_delay_s):
         raise TaskLimitExceeded(f"run_at may be at most {limits.max_delay_s} s ahead")
     return {"max_attempts": max_attempts, "timeout_s": timeout_s}
+
+
+async def _check_file_refs(
+    session: AsyncSession, *, project_id: uuid.UUID, data: TaskSubmit, registry: Registry
+) -> None:
+    """Every file the input refers to must be a file of the task's project (422 naming it)."""
+    refs = list(collect_file_refs(registry.get(data.type).parse_input(data.input)))
+    missing = await file_service.missing_in_project(
+        session, project_id=project_id, file_ids={ref for _, ref in refs}
+    )
+    if missing:
+        errors = [
+            {
+                "loc": ["body", "input", *location],
+                "msg": "no file with this id in the project",
+                "type": "file_not_found",
+            }
+            for location, ref in refs
+            if ref in missing
+        ]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        raise InvalidTaskInput(detail[:ERROR_MESSAGE_LIMIT], errors)
 
 
 async def submit(
@@ -136,7 +163,9 @@ async def submit(
                 "this Idempotency-Key was used with a different request body"
             )
         return existing, False
-    event_service.record(
+    # After the insert, so a replay still returns its task; raising rolls the insert back.
+    await _check_file_refs(session, project_id=project_id, data=data, registry=registry)
+    event = event_service.record(
         session,
         "task.created",
         project_id=project_id,
@@ -144,6 +173,7 @@ async def submit(
         actor=principal,
         data={"type": task.type, "priority": task.priority.value},
     )
+    _attach_task(session, event, task)
     if task.dispatched_at is not None:
         task_id, priority, timeout_s = task.id, task.priority, task.timeout_s
         after_commit(session, lambda: dispatcher.dispatch_soon(task_id, priority, timeout_s))
@@ -249,8 +279,20 @@ def _record(
     actor: Principal | None = None,
     data: dict[str, Any] | None = None,
 ) -> None:
-    event_service.record(
+    event = event_service.record(
         session, kind, project_id=task.project_id, subject_id=task.id, actor=actor, data=data
+    )
+    _attach_task(session, event, task)
+
+
+def _attach_task(session: AsyncSession, event: Event, task: Task) -> None:
+    """The event's webhooks carry the task as the API shows it at this moment (no presigned
+    `result_url`: it would expire before a late retry; receivers fetch the task for one)."""
+    webhook_service.attach_subject(
+        session,
+        event,
+        TaskRead.model_validate(task).model_dump(mode="json"),
+        request_id=task.request_id,
     )
 
 
@@ -283,12 +325,16 @@ async def heartbeat(
     )
 
 
-async def succeed(session: AsyncSession, task: Task, *, result: Any) -> Task | None:
+async def succeed(
+    session: AsyncSession, task: Task, *, result: Any, result_key: str | None = None
+) -> Task | None:
+    """End the attempt as succeeded, with its result inline or (large) under `result_key` in S3."""
     ended = await TaskRepository(session).end_attempt(
         task.id,
         attempt=task.attempt,
         status=TaskStatus.succeeded,
         result=result,
+        result_key=result_key,
         error=None,
         progress=1.0,
         finished_at=utc_now(),
@@ -395,6 +441,29 @@ async def claim_for_dispatch(
         redispatch_priorities=redispatch_priorities,
         limit=limit,
     )
+
+
+async def expire_results(
+    session: AsyncSession, *, storage: Storage, finished_before: datetime, limit: int
+) -> int:
+    """Drop the results of up to `limit` tasks that succeeded before `finished_before`, with their
+    S3 objects (deleted before the commit; deleting again after a failed commit is harmless)."""
+    expired = await TaskRepository(session).expire_results(
+        finished_before=finished_before, limit=limit
+    )
+    keys = [key for _, _, key in expired if key is not None]
+    if keys:
+        await asyncio.to_thread(storage.delete_many, keys)
+    for task_id, project_id, key in expired:
+        event_service.record(
+            session,
+            "task.result_expired",
+            project_id=project_id,
+            subject_id=task_id,
+            actor=None,
+            data={"in_s3": key is not None},
+        )
+    return len(expired)
 
 
 async def forget_dispatch(session: AsyncSession, task_ids: Sequence[uuid.UUID]) -> None:

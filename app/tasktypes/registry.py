@@ -13,12 +13,15 @@ import logging
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+
+from app.tasktypes.filerefs import FileAccess, InputFile, OutputFile
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +58,15 @@ class TaskCanceled(Exception):
 
 @dataclass
 class TaskContext:
-    """What a handler may know and do: ids, the attempt number, progress, cancellation."""
+    """What a handler may know and do: ids, the attempt number, progress, cancellation, and the
+    files of its project."""
 
     task_id: uuid.UUID
     project_id: uuid.UUID
     attempt: int
     max_attempts: int
     idempotency_key: str | None
+    files: FileAccess | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _progress: tuple[float, str | None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -91,6 +96,22 @@ class TaskContext:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def open_file(self, file_id: uuid.UUID) -> AbstractContextManager[InputFile]:
+        """Read a file of this task's project (sync handlers): `with context.open_file(id) as f`."""
+        return self._file_access().open(file_id)
+
+    def create_file(
+        self, *, filename: str, content_type: str
+    ) -> AbstractContextManager[OutputFile]:
+        """Write a new file in this task's project (sync handlers); it is kept for the output
+        retention period. After the `with` block, `out.info` describes it."""
+        return self._file_access().create(filename=filename, content_type=content_type)
+
+    def _file_access(self) -> FileAccess:
+        if self.files is None:
+            raise TaskError("files are not available to this task", type="internal")
+        return self.files
 
 
 @dataclass(frozen=True)
@@ -169,7 +190,8 @@ def _load_entry_points(registry: Registry) -> None:
 def get_registry() -> Registry:
     """Built-in task types plus those of installed plugins, loaded once per process."""
     from app.tasktypes.builtin import BUILTIN_TYPES  # builtin imports this module
+    from app.tasktypes.files import FILE_TYPES
 
-    registry = Registry(BUILTIN_TYPES)
+    registry = Registry((*BUILTIN_TYPES, *FILE_TYPES))
     _load_entry_points(registry)
     return registry

@@ -7,10 +7,10 @@ from kombu import Queue as KombuQueue
 
 from app.core.config import Settings, get_settings
 from app.core.redis import connection_options
-from app.worker.names import QUEUES_BY_PRIORITY, Queue
+from app.worker.names import ALL_QUEUES, Queue
 
 # Modules holding `@celery_app.task` entry points; each domain adds its `jobs` module here.
-JOB_MODULES = ["app.tasks.jobs"]
+JOB_MODULES = ["app.tasks.jobs", "app.files.jobs", "app.webhooks.jobs"]
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -54,9 +54,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        task_queues=[
-            KombuQueue(queue.value, routing_key=queue.value) for queue in QUEUES_BY_PRIORITY
-        ],
+        task_queues=[KombuQueue(queue.value, routing_key=queue.value) for queue in ALL_QUEUES],
         task_default_queue=Queue.default.value,
         task_default_routing_key=Queue.default.value,
         task_create_missing_queues=False,

@@ -7,13 +7,19 @@ import enum
 
 class Job(enum.StrEnum):
     execute_task = "tasks.execute"
+    deliver_webhook = "webhooks.deliver"
+    digest_file = "files.digest"
 
 
 class Queue(enum.StrEnum):
     high = "high"
     default = "default"
     low = "low"
+    webhooks = "webhooks"
 
 
 # Workers consume in this order, so `high` is always served first.
 QUEUES_BY_PRIORITY = (Queue.high, Queue.default, Queue.low)
+# Every queue a worker may consume. By default (`taskgate worker`) webhook deliveries come right
+# after `high` tasks: short, time-boxed jobs that must not wait behind a backlog of tasks.
+ALL_QUEUES = (Queue.high, Queue.webhooks, Queue.default, Queue.low)

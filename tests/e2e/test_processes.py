@@ -31,7 +31,7 @@ def _wait_for_worker(celery: Celery, hostname: str) -> None:
 
 
 class TestWorkerProcesses:
-    def test_taskgate_worker_consumes_the_three_priority_queues(
+    def test_taskgate_worker_consumes_the_priority_and_webhook_queues(
         self,
         processes: ProcessGroup,
         process_env: dict[str, str],
@@ -53,7 +53,7 @@ class TestWorkerProcesses:
 
         queues = celery_control.control.inspect(timeout=2).active_queues() or {}
         mine = next(names for name, names in queues.items() if name.endswith(hostname))
-        assert {queue["name"] for queue in mine} == {"high", "default", "low"}
+        assert {queue["name"] for queue in mine} == {"high", "webhooks", "default", "low"}
 
     def test_the_stock_celery_command_runs_a_worker_from_the_repo_root(
         self,

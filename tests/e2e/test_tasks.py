@@ -7,14 +7,18 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+from celery import Celery
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import create_sessionmaker
 from app.events.models import Event
-from tests.platform import Platform
+from tests.platform import FAST_SETTINGS, Platform
+from tests.support import ProcessGroup
 
 pytestmark = pytest.mark.e2e
 
@@ -192,3 +196,42 @@ class TestSubmitCommand:
 
         assert result.returncode == 2
         assert "not JSON" in result.stderr
+
+
+class TestLongPollConnections:
+    async def test_waiting_requests_hold_no_database_connection(
+        self,
+        processes: ProcessGroup,
+        process_env: dict[str, str],
+        celery_control: Celery,
+        engine: AsyncEngine,
+        tmp_path: Path,
+    ) -> None:
+        tiny_pool = {
+            "TASKGATE_DATABASE__POOL_SIZE": "2",
+            "TASKGATE_DATABASE__MAX_OVERFLOW": "0",
+            "TASKGATE_DATABASE__POOL_TIMEOUT_S": "2",
+        }
+        platform = Platform(
+            processes=processes,
+            env={**process_env, **FAST_SETTINGS, **tiny_pool},
+            logs=tmp_path,
+            celery=celery_control,
+            engine=engine,
+        )
+        await platform.create_project()
+        platform.start_api()
+        [task_id] = await platform.submit_many(1, {"type": "echo"})  # no worker: stays queued
+
+        async with httpx.AsyncClient(base_url=platform.base_url, timeout=30) as client:
+            url = f"/v1/tasks/{task_id}"
+            waits = [
+                asyncio.create_task(client.get(f"{url}?wait=4", headers=platform.headers))
+                for _ in range(8)
+            ]
+            await asyncio.sleep(1)  # all eight are waiting now
+            meanwhile = await client.get(url, headers=platform.headers)
+            waited = await asyncio.gather(*waits)
+
+        assert meanwhile.status_code == 200
+        assert [response.status_code for response in waited] == [200] * 8

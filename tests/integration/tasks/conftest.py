@@ -5,11 +5,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.auth.models import User
 from app.core.config import Settings, TaskSettings
-from app.core.db import transaction, utc_now
+from app.core.db import create_sessionmaker, transaction, utc_now
 from app.events.models import Event
 from app.projects.models import Project
 from app.tasks.models import Task, TaskStatus
@@ -30,6 +31,27 @@ async def project(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[Project
         owner = await make_user(session)
         project = await make_project(session, owner=owner)
     return project
+
+
+@pytest.fixture
+def live_db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that really commit, for tests that run a worker and the test side concurrently.
+
+    The rolled-back `db` shares one connection, which two coroutines must never use at once.
+    """
+    return create_sessionmaker(engine)
+
+
+@pytest.fixture
+async def live_project(live_db: async_sessionmaker[AsyncSession]) -> AsyncIterator[Project]:
+    """A committed project, deleted with its tasks and events afterwards."""
+    async with transaction(live_db) as session:
+        owner = await make_user(session)
+        project = await make_project(session, owner=owner)
+    yield project
+    async with transaction(live_db) as session:
+        await session.execute(delete(Project).where(Project.id == project.id))
+        await session.execute(delete(User).where(User.id == owner.id))
 
 
 async def make_task(db: async_sessionmaker[AsyncSession], project: Project, **fields: Any) -> Task:

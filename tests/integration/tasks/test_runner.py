@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import orjson
+import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import TaskSettings
+from app.core.config import Settings, TaskSettings
 from app.core.db import transaction, utc_now
+from app.files.storage import Storage
 from app.projects.models import Project
 from app.tasks import service as task_service
 from app.tasks.models import Task, TaskStatus
@@ -19,17 +22,38 @@ from app.tasktypes.registry import Registry, TaskContext, TaskType, get_registry
 from tests.integration.tasks.conftest import event_kinds, make_task, reload
 
 
-async def _execute(db: async_sessionmaker[AsyncSession], task: Task, limits: TaskSettings) -> None:
-    await execute(db, task.id, registry=get_registry(), limits=limits, worker="test-worker")
+@pytest.fixture
+def storage(settings: Settings) -> Storage:
+    return Storage.from_settings(settings)
+
+
+async def _execute(
+    db: async_sessionmaker[AsyncSession], task: Task, limits: TaskSettings, storage: Storage
+) -> None:
+    await execute(
+        db, task.id, registry=get_registry(), limits=limits, worker="test-worker", storage=storage
+    )
+
+
+async def _request_cancel(db: async_sessionmaker[AsyncSession], task: Task) -> None:
+    """What `POST /tasks/{id}/cancel` does to a running task."""
+    async with transaction(db) as session:
+        await session.execute(
+            update(Task).where(Task.id == task.id).values(cancel_requested_at=utc_now())
+        )
 
 
 class TestExecute:
     async def test_runs_a_queued_task_to_success(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
         task = await make_task(db, project, input={"hello": "world"})
 
-        await _execute(db, task, limits)
+        await _execute(db, task, limits, storage)
 
         done = await reload(db, task.id)
         assert done.status == TaskStatus.succeeded
@@ -41,31 +65,43 @@ class TestExecute:
         assert await event_kinds(db, task.id) == ["task.started", "task.succeeded"]
 
     async def test_a_second_delivery_of_a_finished_task_does_nothing(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
         task = await make_task(db, project)
-        await _execute(db, task, limits)
+        await _execute(db, task, limits, storage)
 
-        await _execute(db, task, limits)
+        await _execute(db, task, limits, storage)
 
         assert (await reload(db, task.id)).attempt == 1
         assert await event_kinds(db, task.id) == ["task.started", "task.succeeded"]
 
     async def test_a_task_not_yet_due_is_not_started(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
         task = await make_task(db, project, run_at=utc_now() + timedelta(hours=1))
 
-        await _execute(db, task, limits)
+        await _execute(db, task, limits, storage)
 
         assert (await reload(db, task.id)).status == TaskStatus.queued
 
     async def test_a_retryable_failure_with_attempts_left_is_retried_later(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
         task = await make_task(db, project, type="fail", input={"message": "boom"})
 
-        await _execute(db, task, limits)
+        await _execute(db, task, limits, storage)
 
         failed = await reload(db, task.id)
         assert failed.status == TaskStatus.retrying
@@ -75,14 +111,18 @@ class TestExecute:
         assert await event_kinds(db, task.id) == ["task.started", "task.retrying"]
 
     async def test_a_task_that_always_fails_runs_exactly_max_attempts_times(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
         task = await make_task(db, project, type="fail", max_attempts=3)
 
         for _ in range(5):
             async with transaction(db) as session:
                 await task_service.promote_due_retries(session, limit=10)
-            await _execute(db, task, limits)
+            await _execute(db, task, limits, storage)
 
         done = await reload(db, task.id)
         assert done.status == TaskStatus.failed
@@ -93,22 +133,30 @@ class TestExecute:
         assert kinds.count("task.failed") == 1
 
     async def test_a_non_retryable_failure_fails_at_once(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
         task = await make_task(db, project, type="fail", input={"retryable": False})
 
-        await _execute(db, task, limits)
+        await _execute(db, task, limits, storage)
 
         done = await reload(db, task.id)
         assert done.status == TaskStatus.failed
         assert done.attempt == 1
 
     async def test_input_the_handler_rejects_fails_without_retry(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
         task = await make_task(db, project, type="sleep", input={"seconds": "long"})
 
-        await _execute(db, task, limits)
+        await _execute(db, task, limits, storage)
 
         done = await reload(db, task.id)
         assert done.status == TaskStatus.failed
@@ -116,11 +164,15 @@ class TestExecute:
         assert done.error["type"] == "input"
 
     async def test_an_unknown_type_fails_without_retry(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
         task = await make_task(db, project, type="gone.away")
 
-        await _execute(db, task, limits)
+        await _execute(db, task, limits, storage)
 
         done = await reload(db, task.id)
         assert done.status == TaskStatus.failed
@@ -128,17 +180,21 @@ class TestExecute:
         assert done.error["type"] == "unknown_type"
 
     async def test_an_attempt_over_its_timeout_is_retried_then_failed(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
         task = await make_task(
             db, project, type="sleep", input={"seconds": 30}, timeout_s=1, max_attempts=2
         )
 
-        await _execute(db, task, limits)
+        await _execute(db, task, limits, storage)
         after_first = await reload(db, task.id)
         async with transaction(db) as session:
             await task_service.promote_due_retries(session, limit=10)
-        await _execute(db, task, limits)
+        await _execute(db, task, limits, storage)
 
         assert after_first.status == TaskStatus.retrying
         assert after_first.error is not None
@@ -149,24 +205,35 @@ class TestExecute:
         assert done.error["type"] == "timeout"
         assert done.attempt == 2
 
-    async def test_a_result_over_the_inline_limit_fails_clearly(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+    async def test_a_result_over_the_inline_limit_is_kept_in_s3(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
         task = await make_task(db, project, input={"blob": "x" * 70_000})
 
-        await _execute(db, task, limits)
+        await _execute(db, task, limits, storage)
 
         done = await reload(db, task.id)
-        assert done.status == TaskStatus.failed
-        assert done.error is not None
-        assert done.error["type"] == "result_too_large"
+        assert done.status == TaskStatus.succeeded
+        assert done.result is None
+        assert done.result_key == f"projects/{project.id}/results/{task.id}.json"
+        with storage.open(done.result_key) as stored:
+            assert orjson.loads(stored.read()) == {"blob": "x" * 70_000}
 
     async def test_progress_is_recorded_while_running(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        live_db: async_sessionmaker[AsyncSession],
+        live_project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
+        db, project = live_db, live_project
         task = await make_task(db, project, type="sleep", input={"seconds": 1})
 
-        running = asyncio.create_task(_execute(db, task, limits))
+        running = asyncio.create_task(_execute(db, task, limits, storage))
         await asyncio.sleep(0.6)
         midway = await reload(db, task.id)
         await running
@@ -179,16 +246,18 @@ class TestExecute:
 
 class TestCancelWhileRunning:
     async def test_a_running_task_stops_and_ends_canceled(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        live_db: async_sessionmaker[AsyncSession],
+        live_project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
+        db, project = live_db, live_project
         task = await make_task(db, project, type="sleep", input={"seconds": 30})
-        running = asyncio.create_task(_execute(db, task, limits))
+        running = asyncio.create_task(_execute(db, task, limits, storage))
         await asyncio.sleep(0.3)
 
-        async with transaction(db) as session:
-            await session.execute(
-                update(Task).where(Task.id == task.id).values(cancel_requested_at=utc_now())
-            )
+        await _request_cancel(db, task)
         await asyncio.wait_for(running, timeout=5)
 
         done = await reload(db, task.id)
@@ -196,16 +265,18 @@ class TestCancelWhileRunning:
         assert (await event_kinds(db, task.id))[-1] == "task.canceled"
 
     async def test_a_cpu_bound_handler_in_a_thread_stops_at_its_next_stop_point(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        live_db: async_sessionmaker[AsyncSession],
+        live_project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
+        db, project = live_db, live_project
         task = await make_task(db, project, type="cpu.primes", input={"n": 200_000_000})
-        running = asyncio.create_task(_execute(db, task, limits))
+        running = asyncio.create_task(_execute(db, task, limits, storage))
         await asyncio.sleep(0.5)
 
-        async with transaction(db) as session:
-            await session.execute(
-                update(Task).where(Task.id == task.id).values(cancel_requested_at=utc_now())
-            )
+        await _request_cancel(db, task)
         await asyncio.wait_for(running, timeout=5)
 
         assert (await reload(db, task.id)).status == TaskStatus.canceled
@@ -213,10 +284,15 @@ class TestCancelWhileRunning:
 
 class TestLeaseLost:
     async def test_an_attempt_whose_lease_was_reaped_writes_nothing(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        live_db: async_sessionmaker[AsyncSession],
+        live_project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
+        db, project = live_db, live_project
         task = await make_task(db, project, type="sleep", input={"seconds": 1})
-        running = asyncio.create_task(_execute(db, task, limits))
+        running = asyncio.create_task(_execute(db, task, limits, storage))
         await asyncio.sleep(0.3)
 
         # As if the worker had stalled: its lease expires and the scheduler takes the task back.
@@ -237,7 +313,11 @@ class TestLeaseLost:
 
 class TestUnstorableResult:
     async def test_a_result_jsonb_cannot_hold_fails_the_task_clearly(
-        self, db: async_sessionmaker[AsyncSession], project: Project, limits: TaskSettings
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        limits: TaskSettings,
+        storage: Storage,
     ) -> None:
         async def not_a_number(_data: EchoInput, _context: TaskContext) -> dict[str, float]:
             return {"x": float("nan")}
@@ -247,7 +327,9 @@ class TestUnstorableResult:
         )
         task = await make_task(db, project, type="nan")
 
-        await execute(db, task.id, registry=registry, limits=limits, worker="test-worker")
+        await execute(
+            db, task.id, registry=registry, limits=limits, worker="test-worker", storage=storage
+        )
 
         done = await reload(db, task.id)
         assert done.status == TaskStatus.failed

@@ -1,0 +1,162 @@
+"""Attempting deliveries (the worker's job) and publishing due ones (the scheduler's step)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import __version__
+from app.core.config import WebhookSettings
+from app.core.context import project_id_var, request_id_var
+from app.core.db import transaction, utc_now
+from app.webhooks import sender, service, targets
+from app.webhooks.dispatch import DeliveryPublisher
+from app.webhooks.sender import Outcome
+from app.webhooks.signing import signature_header
+from app.webhooks.targets import Resolver, system_resolver
+from app.worker.names import Queue
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"taskgate/{__version__}"
+
+
+def body_of(payload: dict[str, object]) -> bytes:
+    """The exact bytes sent and signed. The payload is stored as jsonb, which gives back the
+    same value every time, so every attempt sends the same body (stdlib json: any integer)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def headers_for(held: service.Claim, body: bytes, *, timestamp: int) -> dict[str, str]:
+    message_id = str(held.delivery_id)
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(
+            held.secrets, message_id=message_id, timestamp=timestamp, body=body
+        ),
+    }
+    if held.request_id:
+        headers["x-request-id"] = held.request_id
+    return headers
+
+
+async def attempt(
+    held: service.Claim, *, settings: WebhookSettings, resolver: Resolver = system_resolver
+) -> Outcome:
+    """Send one attempt; nothing in it (resolution included) outlasts `settings.timeout_s`."""
+    policy = targets.TargetPolicy.of(settings)
+    body = body_of(held.payload)
+    headers = headers_for(held, body, timestamp=int(time.time()))
+    started = time.monotonic()
+
+    def failed(error: str) -> Outcome:
+        latency_ms = round((time.monotonic() - started) * 1000)
+        return Outcome(status=None, excerpt=None, latency_ms=latency_ms, error=error[:300])
+
+    try:
+        async with asyncio.timeout(settings.timeout_s):
+            target = await targets.resolve(targets.parse(held.url, policy), policy, resolver)
+            return await sender.post(
+                target,
+                body=body,
+                headers=headers,
+                timeout_s=settings.timeout_s,
+                max_bytes=settings.response_max_bytes,
+            )
+    except TimeoutError:
+        return failed("timeout")
+    except targets.RefusedTarget as exc:
+        return failed(f"refused_target: {exc}")
+    except targets.UnresolvableTarget as exc:
+        return failed(f"dns: {exc}")
+
+
+async def deliver(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    delivery_id: uuid.UUID,
+    *,
+    settings: WebhookSettings,
+    resolver: Resolver = system_resolver,
+) -> str:
+    """Make one attempt of a delivery; return what happened. Safe to receive twice: only one
+    worker can claim an attempt, and a claim outlives a crash by `lease_grace_s` only."""
+    async with transaction(sessionmaker) as session:
+        held = await service.claim(session, delivery_id, settings=settings)
+    if isinstance(held, str):
+        log.info("webhook delivery skipped", extra={"delivery_id": str(delivery_id), "why": held})
+        return held
+    request_token = request_id_var.set(held.request_id)
+    project_token = project_id_var.set(str(held.project_id))
+    try:
+        started_at = utc_now()
+        try:
+            outcome = await attempt(held, settings=settings, resolver=resolver)  # no transaction
+        except Exception as exc:  # a bug costs one attempt; it must not loop on an expiring claim
+            log.exception("webhook attempt crashed", extra={"delivery_id": str(held.delivery_id)})
+            outcome = Outcome(
+                status=None, excerpt=None, latency_ms=0, error=f"internal: {type(exc).__name__}"
+            )
+        async with transaction(sessionmaker) as session:
+            state = await service.record_attempt(
+                session, held, outcome, started_at=started_at, settings=settings
+            )
+        log.info(
+            "webhook attempt",
+            extra={
+                "delivery_id": str(held.delivery_id),
+                "endpoint_id": str(held.endpoint_id),
+                "attempt": held.attempt,
+                "response_status": outcome.status,
+                "latency_ms": outcome.latency_ms,
+                "error": outcome.error,
+                "state": state.value if state is not None else "claim_lost",
+            },
+        )
+        return state.value if state is not None else "claim_lost"
+    finally:
+        request_id_var.reset(request_token)
+        project_id_var.reset(project_token)
+
+
+async def _queue_is_empty(redis: Redis) -> bool:
+    try:
+        return int(await redis.llen(Queue.webhooks.value)) == 0
+    except (RedisError, OSError):
+        return False
+
+
+async def dispatch_due(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    publisher: DeliveryPublisher,
+    redis: Redis,
+    settings: WebhookSettings,
+    *,
+    limit: int,
+) -> int:
+    """The scheduler's step: publish due deliveries (new, retries, and those whose job or worker
+    was lost), within each endpoint's free slots. Returns how many were published."""
+    if publisher.is_open:
+        return 0
+    # A long-published delivery was lost (Redis flushed) only if its queue has drained.
+    redispatch = await _queue_is_empty(redis)
+    async with transaction(sessionmaker) as session:
+        due = await service.claim_for_dispatch(
+            session, settings=settings, redispatch=redispatch, limit=limit
+        )
+    if not due:
+        return 0
+    unpublished = await asyncio.to_thread(publisher.publish, due)
+    if unpublished:
+        async with transaction(sessionmaker) as session:
+            await service.forget_dispatch(session, unpublished)
+    return len(due) - len(unpublished)

@@ -1,0 +1,138 @@
+"""The pure parts of the file task types: sizing, names, column statistics, input checks."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from app.tasktypes.files import (
+    TOP_VALUE_COUNTERS,
+    CsvProfileInput,
+    ThumbnailInput,
+    ZipInput,
+    _Column,
+    _entry_name,
+    fit,
+)
+
+
+class TestFit:
+    @pytest.mark.parametrize(
+        ("size", "width", "height", "expected"),
+        [
+            ((640, 480), 128, None, (128, 96)),
+            ((640, 480), None, 120, (160, 120)),
+            ((640, 480), 100, 100, (100, 75)),
+            ((480, 640), 100, 100, (75, 100)),
+            ((100, 50), 400, None, (100, 50)),  # never enlarged
+            ((10000, 1), 10, None, (10, 1)),  # never below one pixel
+        ],
+    )
+    def test_the_image_fits_the_box_keeping_its_aspect(
+        self,
+        size: tuple[int, int],
+        width: int | None,
+        height: int | None,
+        expected: tuple[int, int],
+    ) -> None:
+        assert fit(size, width, height) == expected
+
+
+class TestThumbnailInput:
+    def test_a_width_or_a_height_is_needed(self) -> None:
+        with pytest.raises(ValidationError, match="width, height"):
+            ThumbnailInput(file_id=uuid.uuid4())
+
+
+class TestZipInput:
+    def test_a_file_may_appear_once(self) -> None:
+        file_id = str(uuid.uuid4())
+
+        with pytest.raises(ValidationError, match="once"):
+            ZipInput.model_validate({"file_ids": [file_id, file_id]})
+
+    def test_entry_names_are_made_unique(self) -> None:
+        taken: set[str] = set()
+
+        names = [_entry_name(name, taken) for name in ["a.txt", "a.txt", "a.txt", "b", "b"]]
+
+        assert names == ["a.txt", "a (2).txt", "a (3).txt", "b", "b (2)"]
+
+
+class TestCsvProfileInput:
+    @pytest.mark.parametrize("field", [{"delimiter": '"'}, {"delimiter": "a"}, {"encoding": "x"}])
+    def test_unusable_options_are_refused(self, field: dict[str, str]) -> None:
+        with pytest.raises(ValidationError):
+            CsvProfileInput.model_validate({"file_id": str(uuid.uuid4()), **field})
+
+
+def _profile(*values: str) -> dict[str, object]:
+    column = _Column("c")
+    for value in values:
+        column.add(value)
+    return column.summary(3)
+
+
+class TestColumn:
+    def test_integers_have_exact_statistics(self) -> None:
+        summary = _profile("3", " 1", "-2", "", "NULL", "10")
+
+        assert summary["type"] == "integer"
+        assert summary["count"] == 4
+        assert summary["nulls"] == 2
+        assert (summary["min"], summary["max"], summary["mean"]) == (-2, 10, 3.0)
+
+    def test_one_decimal_makes_a_float_column(self) -> None:
+        summary = _profile("1", "2.5", "1e1")
+
+        assert summary["type"] == "float"
+        assert (summary["min"], summary["max"]) == (1, 10.0)
+        assert summary["mean"] == pytest.approx(13.5 / 3)
+
+    @pytest.mark.parametrize(
+        ("values", "expected"),
+        [
+            (("true", "False", "TRUE"), "boolean"),
+            (("2024-01-01", "2024-02-29T10:00:00+00:00"), "datetime"),
+            (("1", "x"), "string"),
+            (("inf", "1"), "string"),
+            (("", "n/a"), "empty"),
+        ],
+    )
+    def test_the_type_is_the_narrowest_that_fits_every_value(
+        self, values: tuple[str, ...], expected: str
+    ) -> None:
+        summary = _profile(*values)
+
+        assert summary["type"] == expected
+        if expected not in ("integer", "float"):
+            assert summary["min"] is summary["max"] is summary["mean"] is None
+
+    def test_top_values_are_exact_while_distinct_values_fit_the_counters(self) -> None:
+        summary = _profile(*["a"] * 5, *["b"] * 3, "c", "d")
+
+        assert summary["top_values"] == [
+            {"value": "a", "count": 5},
+            {"value": "b", "count": 3},
+            {"value": "c", "count": 1},
+        ]
+        assert summary["top_values_exact"] is True
+        assert summary["distinct"] == 4
+
+    def test_a_heavy_hitter_is_still_found_among_many_distinct_values(self) -> None:
+        values = [f"id-{i}" for i in range(TOP_VALUE_COUNTERS * 20)] + ["hot"] * 1000
+
+        summary = _profile(*values)
+
+        top = summary["top_values"]
+        assert isinstance(top, list)
+        assert top[0]["value"] == "hot"
+        assert summary["top_values_exact"] is False
+        assert summary["distinct"] is None
+
+    def test_nul_characters_never_reach_the_result(self) -> None:
+        summary = _profile("a\x00b")
+
+        assert summary["top_values"] == [{"value": "a\ufffdb", "count": 1}]
