@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
 import orjson
@@ -33,6 +34,22 @@ async def _execute(
     await execute(
         db, task.id, registry=get_registry(), limits=limits, worker="test-worker", storage=storage
     )
+
+
+async def _until(
+    db: async_sessionmaker[AsyncSession], task: Task, condition: Callable[[Task], bool]
+) -> Task:
+    """The task as soon as `condition` holds for it (polled for at most 5 s)."""
+    for _ in range(100):
+        current = await reload(db, task.id)
+        if condition(current):
+            return current
+        await asyncio.sleep(0.05)
+    raise AssertionError("the task did not get there within 5 s")
+
+
+async def _until_running(db: async_sessionmaker[AsyncSession], task: Task) -> None:
+    await _until(db, task, lambda current: current.status == TaskStatus.running)
 
 
 async def _request_cancel(db: async_sessionmaker[AsyncSession], task: Task) -> None:
@@ -231,11 +248,10 @@ class TestExecute:
         storage: Storage,
     ) -> None:
         db, project = live_db, live_project
-        task = await make_task(db, project, type="sleep", input={"seconds": 1})
+        task = await make_task(db, project, type="sleep", input={"seconds": 2})
 
         running = asyncio.create_task(_execute(db, task, limits, storage))
-        await asyncio.sleep(0.6)
-        midway = await reload(db, task.id)
+        midway = await _until(db, task, lambda current: current.progress is not None)
         await running
 
         assert midway.status == TaskStatus.running
@@ -245,17 +261,26 @@ class TestExecute:
 
 
 class TestCancelWhileRunning:
+    @pytest.mark.parametrize(
+        ("task_type", "task_input"),
+        [
+            pytest.param("sleep", {"seconds": 30}, id="async handler"),
+            pytest.param("cpu.primes", {"n": 200_000_000}, id="cpu-bound handler in a thread"),
+        ],
+    )
     async def test_a_running_task_stops_and_ends_canceled(
         self,
         live_db: async_sessionmaker[AsyncSession],
         live_project: Project,
         limits: TaskSettings,
         storage: Storage,
+        task_type: str,
+        task_input: dict[str, int],
     ) -> None:
         db, project = live_db, live_project
-        task = await make_task(db, project, type="sleep", input={"seconds": 30})
+        task = await make_task(db, project, type=task_type, input=task_input)
         running = asyncio.create_task(_execute(db, task, limits, storage))
-        await asyncio.sleep(0.3)
+        await _until_running(db, task)
 
         await _request_cancel(db, task)
         await asyncio.wait_for(running, timeout=5)
@@ -263,23 +288,6 @@ class TestCancelWhileRunning:
         done = await reload(db, task.id)
         assert done.status == TaskStatus.canceled
         assert (await event_kinds(db, task.id))[-1] == "task.canceled"
-
-    async def test_a_cpu_bound_handler_in_a_thread_stops_at_its_next_stop_point(
-        self,
-        live_db: async_sessionmaker[AsyncSession],
-        live_project: Project,
-        limits: TaskSettings,
-        storage: Storage,
-    ) -> None:
-        db, project = live_db, live_project
-        task = await make_task(db, project, type="cpu.primes", input={"n": 200_000_000})
-        running = asyncio.create_task(_execute(db, task, limits, storage))
-        await asyncio.sleep(0.5)
-
-        await _request_cancel(db, task)
-        await asyncio.wait_for(running, timeout=5)
-
-        assert (await reload(db, task.id)).status == TaskStatus.canceled
 
 
 class TestLeaseLost:
@@ -293,7 +301,7 @@ class TestLeaseLost:
         db, project = live_db, live_project
         task = await make_task(db, project, type="sleep", input={"seconds": 1})
         running = asyncio.create_task(_execute(db, task, limits, storage))
-        await asyncio.sleep(0.3)
+        await _until_running(db, task)
 
         # As if the worker had stalled: its lease expires and the scheduler takes the task back.
         async with transaction(db) as session:
