@@ -41,7 +41,6 @@ from app.files.storage import (
 )
 from app.files.upload import FORM_OVERHEAD_BYTES, ReceivedFile, receive_file
 from app.projects import service as project_service
-from app.projects.exceptions import ProjectNotFound
 from app.projects.models import Role
 
 log = logging.getLogger(__name__)
@@ -197,12 +196,13 @@ async def get_for_reader(
     file = await FileRepository(session).get(file_id)
     if file is None:
         raise FileNotFound()
-    try:
-        await project_service.require_role(
-            session, project_id=file.project_id, principal=principal, role=role
-        )
-    except ProjectNotFound:
-        raise FileNotFound() from None
+    await project_service.require_role(
+        session,
+        project_id=file.project_id,
+        principal=principal,
+        role=role,
+        hidden_as=FileNotFound,
+    )
     return file
 
 

@@ -22,6 +22,7 @@ from app.auth.models import User
 from app.auth.principal import Principal
 from app.core.config import SecuritySettings
 from app.core.db import utc_now
+from app.core.errors import NotFound
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.core.security import api_key_matches, api_key_prefix, new_api_key
 from app.events import service as event_service
@@ -78,21 +79,28 @@ def _ensure(access: ProjectAccess, role: Role) -> None:
 
 
 async def require_role(
-    session: AsyncSession, *, project_id: uuid.UUID, principal: Principal, role: Role
+    session: AsyncSession,
+    *,
+    project_id: uuid.UUID,
+    principal: Principal,
+    role: Role,
+    hidden_as: type[NotFound] = ProjectNotFound,
 ) -> Role:
     """The caller's effective role in the project, if it is at least `role`.
 
-    Raises `ProjectNotFound` (404) when the caller has no access at all (not a member, an API key
-    of another project, no such project) and `InsufficientRole` (403) when the role is too low.
+    Raises `hidden_as` (404; `ProjectNotFound` unless the caller asked about an object in the
+    project, whose own not-found error it then is) when the caller has no access at all (not a
+    member, an API key of another project, no such project) and `InsufficientRole` (403) when
+    the role is too low.
     """
     if principal.actor_type is ActorType.api_key:
         if principal.api_key_project_id != project_id:
-            raise ProjectNotFound()
+            raise hidden_as()
         effective = api_key_role(principal.api_key_scopes)
     else:
         found = await MemberRepository(session).role_of(project_id, principal.actor_id)
         if found is None:
-            raise ProjectNotFound()
+            raise hidden_as()
         effective = found
     if ROLE_RANK[effective] < ROLE_RANK[role]:
         raise _insufficient(role, effective, api_key=principal.actor_type is ActorType.api_key)

@@ -30,7 +30,6 @@ from app.events.models import Event
 from app.files import service as file_service
 from app.files.storage import Storage
 from app.projects import service as project_service
-from app.projects.exceptions import ProjectNotFound
 from app.projects.models import Role
 from app.tasks.dispatch import BackgroundDispatcher
 from app.tasks.exceptions import (
@@ -187,12 +186,13 @@ async def get_for_reader(
     task = await TaskRepository(session).get(task_id)
     if task is None:
         raise TaskNotFound()
-    try:
-        await project_service.require_role(
-            session, project_id=task.project_id, principal=principal, role=Role.viewer
-        )
-    except ProjectNotFound:
-        raise TaskNotFound() from None
+    await project_service.require_role(
+        session,
+        project_id=task.project_id,
+        principal=principal,
+        role=Role.viewer,
+        hidden_as=TaskNotFound,
+    )
     return task
 
 

@@ -26,7 +26,6 @@ from app.core.pagination import decode_keyset, keyset, page_of
 from app.events import service as event_service
 from app.events.models import Event
 from app.projects import service as project_service
-from app.projects.exceptions import ProjectNotFound
 from app.projects.models import Role
 from app.projects.service import ProjectAccess
 from app.webhooks import dispatch, outbox, targets
@@ -84,12 +83,13 @@ async def _endpoint_for_admin(
     endpoint = await EndpointRepository(session).get(endpoint_id)
     if endpoint is None:
         raise WebhookNotFound()
-    try:
-        await project_service.require_role(
-            session, project_id=endpoint.project_id, principal=principal, role=Role.admin
-        )
-    except ProjectNotFound:
-        raise WebhookNotFound() from None
+    await project_service.require_role(
+        session,
+        project_id=endpoint.project_id,
+        principal=principal,
+        role=Role.admin,
+        hidden_as=WebhookNotFound,
+    )
     return endpoint
 
 
