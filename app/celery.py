@@ -1,5 +1,10 @@
-"""Entry point for the stock Celery commands: `celery -A app worker`, `celery -A app flower`."""
+"""Entry point for the stock Celery commands: `celery -A app worker`, `celery -A app flower`.
 
-from app.worker.celery_app import celery_app as app
+Importing this module builds the app from the environment; nothing else imports it.
+"""
+
+from app.worker.celery_app import celery_app
+
+app = celery_app()
 
 __all__ = ["app"]

@@ -80,7 +80,7 @@ def worker(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
-    celery_app.worker_main(argv)
+    celery_app().worker_main(argv)
 
 
 @cli.command()

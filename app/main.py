@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app import __version__
+from app import __version__, wiring
 from app.auth.router import router as auth_router
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
@@ -22,10 +22,8 @@ from app.events.router import router as events_router
 from app.files.router import router as files_router
 from app.health.router import router as health_router
 from app.projects.router import router as projects_router
-from app.tasks.dispatch import BackgroundDispatcher, Publisher
 from app.tasks.router import router as tasks_router
 from app.tasks.waiter import TaskWaiter
-from app.webhooks import dispatch as webhook_dispatch
 from app.webhooks.router import router as webhooks_router
 from app.worker.celery_app import create_celery
 
@@ -47,25 +45,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = redis
         celery = create_celery(settings)
-        app.state.celery = celery
-        publisher = Publisher(celery, breaker_s=settings.tasks.publish_breaker_s)
-        app.state.dispatcher = BackgroundDispatcher(publisher, app.state.sessionmaker)
+        # Jobs are published right after commit, without delaying the response.
+        app.state.publisher = publisher = wiring.wire_process(celery, settings, background=True)
         app.state.task_waiter = waiter = TaskWaiter(settings.database)
-        # Webhook deliveries of events this process records are published right after commit.
-        deliveries = webhook_dispatch.DeliveryPublisher(
-            celery,
-            timeout_s=settings.webhooks.timeout_s,
-            breaker_s=settings.tasks.publish_breaker_s,
-            background=True,
-        )
-        webhook_dispatch.install(deliveries)
         await waiter.start()
         try:
             yield
         finally:
-            await app.state.dispatcher.drain()
-            await deliveries.drain()
-            webhook_dispatch.uninstall(deliveries)
+            await publisher.drain()
+            wiring.unwire_process()
             await waiter.stop()
             celery.close()
             await redis.aclose()

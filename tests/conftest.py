@@ -26,6 +26,7 @@ from app.core.db import create_engine
 from app.core.redis import create_redis
 from app.devstack import DevStack, StackUrls
 from app.main import create_app
+from app.webhooks import outbox
 from app.worker.celery_app import create_celery
 from tests.platform import FAST_SETTINGS, Platform
 from tests.support import ProcessGroup, plain_dsn, run_alembic, settings_env
@@ -101,6 +102,12 @@ async def db(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSessi
         await outer.rollback()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _webhooks_subscribe_to_events() -> None:
+    """As every process does at start: events recorded by services get their deliveries."""
+    outbox.subscribe()
+
+
 @pytest.fixture
 async def session(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """A session for arranging and asserting; it sees what the code under test wrote."""
@@ -121,7 +128,6 @@ async def app(settings: Settings, db: async_sessionmaker[AsyncSession]) -> Async
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         application.state.sessionmaker = db
-        application.state.dispatcher.sessionmaker = db
         yield application
 
 

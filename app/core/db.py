@@ -92,11 +92,19 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 AfterCommit = Callable[[], Any]
 _AFTER_COMMIT_KEY = "taskgate_after_commit"
+_SESSIONMAKER_KEY = "taskgate_sessionmaker"
 
 
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     """Run `callback` once the surrounding `transaction()` has committed (never on rollback)."""
     session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
+
+
+def sessionmaker_of(session: AsyncSession) -> async_sessionmaker[AsyncSession] | None:
+    """The sessionmaker whose `transaction()` opened `session` (None for a bare session): after
+    commit, follow-up work opens its own short transaction with it."""
+    sessionmaker: async_sessionmaker[AsyncSession] | None = session.info.get(_SESSIONMAKER_KEY)
+    return sessionmaker
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -121,6 +129,7 @@ async def transaction(
 ) -> AsyncIterator[AsyncSession]:
     """One session and transaction: commit on success, roll back on error, then after-commit work."""
     async with sessionmaker() as session:
+        session.info[_SESSIONMAKER_KEY] = sessionmaker
         try:
             yield session
             await session.commit()

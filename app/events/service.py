@@ -1,8 +1,15 @@
-"""The audit log: every mutation records an event in the transaction that makes it."""
+"""The audit log: every mutation records an event in the transaction that makes it.
+
+Other domains react to events by subscribing (`subscribe`, at process start): each subscriber
+is called with every event as it is recorded, inside the same transaction, and may add its own
+rows to it (the webhook outbox does). Events know nothing of their subscribers.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +20,6 @@ from app.core.db import utc_now
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.events.models import ActorType, Event
 from app.events.repository import EventRepository
-from app.webhooks import outbox as webhook_outbox
 
 if TYPE_CHECKING:
     from app.auth.principal import Principal
@@ -45,6 +51,28 @@ def _redact(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """An event as subscribers see it, with what the recording service knew of its subject."""
+
+    event: Event
+    # The subject as the API shows it (JSON), when the service has it at hand (e.g. the task).
+    subject: dict[str, Any] | None = None
+    # The request the subject came from, when the event has none of its own (a task finishing
+    # on a worker carries the id of the request that submitted it).
+    request_id: str | None = None
+
+
+Subscriber = Callable[[AsyncSession, Recorded], None]
+_subscribers: list[Subscriber] = []
+
+
+def subscribe(subscriber: Subscriber) -> None:
+    """Call `subscriber` with every event recorded in this process from now on (idempotent)."""
+    if subscriber not in _subscribers:
+        _subscribers.append(subscriber)
+
+
 def record(
     session: AsyncSession,
     kind: str,
@@ -53,9 +81,12 @@ def record(
     subject_id: uuid.UUID | None,
     actor: Principal | None,
     data: dict[str, Any] | None = None,
+    subject: dict[str, Any] | None = None,
+    request_id: str | None = None,
 ) -> Event:
     """Add an audit event to `session` (saved with the caller's transaction); `actor=None` is the
-    system. The request id comes from the context; values under secret-looking keys are redacted."""
+    system. The request id comes from the context; values under secret-looking keys are redacted.
+    `subject` and `request_id` are for subscribers (see `Recorded`)."""
     event = Event(
         id=uuid.uuid4(),
         project_id=project_id,
@@ -68,7 +99,9 @@ def record(
         at=utc_now(),
     )
     session.add(event)
-    webhook_outbox.track(session, event)  # its webhook deliveries join this transaction
+    recorded = Recorded(event, subject=subject, request_id=request_id)
+    for subscriber in _subscribers:
+        subscriber(session, recorded)
     return event
 
 

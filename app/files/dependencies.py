@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from app.auth.dependencies import SettingsDep
-from app.files.dispatch import DigestPublisher
 from app.files.storage import Storage
 
 
@@ -16,9 +15,4 @@ def get_storage(settings: SettingsDep) -> Storage:
     return Storage.from_settings(settings)
 
 
-def get_digest_publisher(request: Request) -> DigestPublisher:
-    return DigestPublisher(request.app.state.celery)
-
-
 StorageDep = Annotated[Storage, Depends(get_storage)]
-DigestPublisherDep = Annotated[DigestPublisher, Depends(get_digest_publisher)]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uuid
 
+from celery import shared_task
+
 from app.core.config import get_settings
 from app.files import service as file_service
 from app.files.storage import Storage
 from app.worker import runtime
-from app.worker.celery_app import celery_app
 from app.worker.names import Job
 
 
-@celery_app.task(name=Job.digest_file.value)
+@shared_task(name=Job.digest_file.value)
 def digest_file(file_id: str) -> None:
     """Record the sha256 of a file uploaded with a presigned URL (idempotent)."""
     runtime.run(

@@ -10,7 +10,7 @@ from app.auth.dependencies import CurrentPrincipal, SessionDep
 from app.core.errors import Unauthorized, error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.files import service as file_service
-from app.files.dependencies import DigestPublisherDep, StorageDep
+from app.files.dependencies import StorageDep
 from app.files.exceptions import (
     FileNotFound,
     FileNotUploaded,
@@ -175,13 +175,12 @@ async def complete_file(
     session: SessionDep,
     principal: CurrentPrincipal,
     storage: StorageDep,
-    digests: DigestPublisherDep,
 ) -> FileRead:
     """Confirm a presigned upload: 200 and `ready` when the object is there with the declared
     size, 409 `file-not-uploaded` otherwise. Its `sha256` follows shortly (computed by a worker).
     Repeating it is harmless."""
     file = await file_service.complete_upload(
-        session, principal=principal, file_id=file_id, storage=storage, digests=digests
+        session, principal=principal, file_id=file_id, storage=storage
     )
     [link] = await file_service.download_links(storage, [file])
     return FileRead.of(file, link)

@@ -18,10 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.principal import Principal
 from app.core.config import FilesSettings
-from app.core.db import after_commit, transaction, utc_now
+from app.core.db import transaction, utc_now
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.events import service as event_service
-from app.files.dispatch import DigestPublisher
 from app.files.exceptions import (
     FileNotFound,
     FileNotUploaded,
@@ -42,6 +41,8 @@ from app.files.storage import (
 from app.files.upload import FORM_OVERHEAD_BYTES, ReceivedFile, receive_file
 from app.projects import service as project_service
 from app.projects.models import Role
+from app.worker.enqueue import enqueue
+from app.worker.names import Job, Queue
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,6 @@ async def complete_upload(
     principal: Principal,
     file_id: uuid.UUID,
     storage: Storage,
-    digests: DigestPublisher,
 ) -> File:
     """Check that a presigned upload arrived with the declared size and make the file `ready`;
     its sha256 is computed by a worker soon after. Calling it again is harmless."""
@@ -240,8 +240,8 @@ async def complete_upload(
             file = ready
             _record(session, "file.uploaded", file, actor=principal)
             _record(session, "file.ready", file, actor=principal)
-    if file.sha256 is None:
-        after_commit(session, lambda: digests.publish(file_id))
+    if file.sha256 is None:  # the broker away: calling `complete` again queues it again
+        enqueue(session, Job.digest_file, str(file_id), queue=Queue.low)
     return file
 
 
@@ -309,6 +309,22 @@ async def result_links(storage: Storage, keys: Sequence[str | None]) -> list[str
         return await asyncio.to_thread(sign)
     except StorageError as exc:
         raise StorageUnavailable(str(exc)) from None
+
+
+async def store_result(
+    storage: Storage, *, project_id: uuid.UUID, task_id: uuid.UUID, payload: bytes
+) -> str:
+    """Keep a large task result in S3 and return its key: one key per task, so a repeated
+    attempt overwrites rather than leaks. Raises `StorageError` when S3 fails."""
+    key = object_key(project_id, "results", f"{task_id}.json")
+    await asyncio.to_thread(storage.put, key, payload, content_type="application/json")
+    return key
+
+
+async def delete_results(storage: Storage, keys: Sequence[str]) -> None:
+    """Delete task results kept in S3 (deleting one already gone is harmless)."""
+    if keys:
+        await asyncio.to_thread(storage.delete_many, list(keys))
 
 
 async def missing_in_project(

@@ -1,4 +1,4 @@
-"""FastAPI loaders for the task routes: the registry, dispatcher and long-poll waiter."""
+"""FastAPI loaders for the task routes: the registry and the long-poll waiter."""
 
 from __future__ import annotations
 
@@ -6,14 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from app.tasks.dispatch import BackgroundDispatcher
 from app.tasks.waiter import TaskWaiter
 from app.tasktypes.registry import Registry, get_registry
-
-
-def _dispatcher(request: Request) -> BackgroundDispatcher:
-    dispatcher: BackgroundDispatcher = request.app.state.dispatcher
-    return dispatcher
 
 
 def _waiter(request: Request) -> TaskWaiter:
@@ -21,7 +15,6 @@ def _waiter(request: Request) -> TaskWaiter:
     return waiter
 
 
-DispatcherDep = Annotated[BackgroundDispatcher, Depends(_dispatcher)]
 WaiterDep = Annotated[TaskWaiter, Depends(_waiter)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 IdempotencyKey = Annotated[

@@ -6,18 +6,17 @@ import os
 import socket
 import uuid
 
-from celery.signals import worker_process_shutdown
+from celery import shared_task
 
 from app.core.config import get_settings
 from app.files.storage import Storage
 from app.tasks import runner
 from app.tasktypes.registry import get_registry
 from app.worker import runtime
-from app.worker.celery_app import celery_app
 from app.worker.names import Job
 
 
-@celery_app.task(name=Job.execute_task.value)
+@shared_task(name=Job.execute_task.value)
 def execute_task(task_id: str) -> None:
     """Run one attempt of a task (at-least-once delivery; the lease makes it run once)."""
     runtime.run(
@@ -30,14 +29,3 @@ def execute_task(task_id: str) -> None:
             storage=Storage.from_settings(get_settings()),
         )
     )
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
-
-
-@worker_process_shutdown.connect
-def _dispose_runtime(**_: object) -> None:
-    runtime.shutdown()

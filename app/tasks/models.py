@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, TimestampMixin
+from app.worker.names import Queue
 
 
 class TaskStatus(enum.StrEnum):
@@ -23,13 +24,22 @@ class TaskStatus(enum.StrEnum):
     canceled = "canceled"
 
 
+# Error messages (and validation details) are cut to this many characters.
+ERROR_MESSAGE_LIMIT = 1000
+
 TERMINAL_STATUSES = frozenset({TaskStatus.succeeded, TaskStatus.failed, TaskStatus.canceled})
 
 
 class Priority(enum.StrEnum):
+    """A task's priority; each has the broker queue of the same name."""
+
     high = "high"
     default = "default"
     low = "low"
+
+    @property
+    def queue(self) -> Queue:
+        return Queue(self.value)
 
 
 class Task(TimestampMixin, Base):

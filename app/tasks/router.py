@@ -17,7 +17,7 @@ from app.files.exceptions import StorageUnavailable
 from app.files.storage import Storage
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
 from app.tasks import service as task_service
-from app.tasks.dependencies import DispatcherDep, IdempotencyKey, RegistryDep, WaiterDep
+from app.tasks.dependencies import IdempotencyKey, RegistryDep, WaiterDep
 from app.tasks.exceptions import (
     IdempotencyKeyReused,
     InvalidTaskInput,
@@ -83,7 +83,6 @@ async def submit_task(
     principal: CurrentPrincipal,
     settings: SettingsDep,
     registry: RegistryDep,
-    dispatcher: DispatcherDep,
     storage: StorageDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskRead:
@@ -100,7 +99,6 @@ async def submit_task(
         idempotency_key=idempotency_key,
         registry=registry,
         limits=settings.tasks,
-        dispatcher=dispatcher,
     )
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -15,9 +15,10 @@ from app.core.config import TaskSettings
 from app.core.context import project_id_var, task_id_var
 from app.core.db import transaction
 from app.core.types import check_storable_json
-from app.files.storage import Storage, StorageError, object_key
+from app.files import service as file_service
+from app.files.storage import Storage, StorageError
 from app.files.taskfiles import TaskFiles
-from app.tasks import service as task_service
+from app.tasks import lifecycle
 from app.tasks.models import Task
 from app.tasktypes.registry import (
     Registry,
@@ -49,7 +50,7 @@ async def execute(
 ) -> None:
     """Run one attempt of a task. Safe to receive twice: only one worker can lease it."""
     async with transaction(sessionmaker) as session:
-        task = await task_service.lease(session, task_id, worker=worker, lease_s=limits.lease_s)
+        task = await lifecycle.lease(session, task_id, worker=worker, lease_s=limits.lease_s)
     if task is None:
         log.info("nothing to lease", extra={"task_id": str(task_id)})
         return  # leased elsewhere, finished, canceled or not due: ack and do nothing
@@ -105,7 +106,7 @@ async def _run_leased(
         return
     if stopped == _Outcome.canceled:
         async with transaction(sessionmaker) as session:
-            await task_service.end_canceled(session, task)
+            await lifecycle.end_canceled(session, task)
         log.info("task canceled")
         return
     if stopped == _Outcome.timed_out:
@@ -116,7 +117,7 @@ async def _run_leased(
         result = run.result()
     except TaskCanceled:
         async with transaction(sessionmaker) as session:
-            await task_service.end_canceled(session, task)
+            await lifecycle.end_canceled(session, task)
         return
     except TaskError as exc:
         await _fail(sessionmaker, task, exc.type, str(exc), exc.retryable, limits)
@@ -162,7 +163,7 @@ async def _beat(
     limits: TaskSettings,
 ) -> Task | None:
     async with transaction(sessionmaker) as session:
-        return await task_service.heartbeat(
+        return await lifecycle.heartbeat(
             session,
             task.id,
             attempt=task.attempt,
@@ -194,17 +195,17 @@ async def _succeed(
         return
     if len(payload) <= limits.inline_result_bytes:
         async with transaction(sessionmaker) as session:
-            await task_service.succeed(session, task, result=result)
+            await lifecycle.succeed(session, task, result=result)
         return
-    # Large: to S3 under a key per task, so a repeated attempt overwrites rather than leaks.
-    key = object_key(task.project_id, "results", f"{task.id}.json")
     try:
-        await asyncio.to_thread(storage.put, key, payload, content_type="application/json")
+        key = await file_service.store_result(
+            storage, project_id=task.project_id, task_id=task.id, payload=payload
+        )
     except StorageError as exc:
         await _fail(sessionmaker, task, "storage_unavailable", str(exc), True, limits)
         return
     async with transaction(sessionmaker) as session:
-        await task_service.succeed(session, task, result=None, result_key=key)
+        await lifecycle.succeed(session, task, result=None, result_key=key)
 
 
 async def _fail(
@@ -217,7 +218,7 @@ async def _fail(
 ) -> None:
     log.info("task attempt failed", extra={"error_type": error_type, "retryable": retryable})
     async with transaction(sessionmaker) as session:
-        await task_service.fail_attempt(
+        await lifecycle.fail_attempt(
             session,
             task,
             error_type=error_type,

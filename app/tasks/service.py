@@ -1,19 +1,16 @@
-"""The task lifecycle: submit, lease, heartbeat, finish, retry, cancel, reap, dispatch.
+"""Tasks, the API side: submit, read, list, cancel, long-poll.
 
 Every transition is a guarded UPDATE in `TaskRepository`, so it happens once however many
 workers, schedulers or duplicate messages race for it; each writes its event in the same
-transaction.
+transaction. The worker side is `lifecycle.py`, the scheduler's `scheduling.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import random
 import time
 import uuid
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -23,15 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth.dependencies import Principal
 from app.core.config import TaskSettings
 from app.core.context import request_id_var
-from app.core.db import after_commit, transaction, utc_now
+from app.core.db import transaction, utc_now
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.events import service as event_service
 from app.events.models import Event
 from app.files import service as file_service
-from app.files.storage import Storage
 from app.projects import service as project_service
 from app.projects.models import Role
-from app.tasks.dispatch import BackgroundDispatcher
+from app.tasks import recording
+from app.tasks.dispatch import dispatch
 from app.tasks.exceptions import (
     IdempotencyKeyReused,
     InvalidTaskInput,
@@ -40,16 +37,14 @@ from app.tasks.exceptions import (
     TaskNotFound,
     UnknownTaskType,
 )
-from app.tasks.models import TERMINAL_STATUSES, Priority, Task, TaskStatus
+from app.tasks.models import ERROR_MESSAGE_LIMIT, TERMINAL_STATUSES, Task, TaskStatus
 from app.tasks.repository import TaskRepository
-from app.tasks.schemas import TaskRead, TaskSubmit
+from app.tasks.schemas import TaskSubmit
 from app.tasks.waiter import TaskWaiter
 from app.tasktypes.filerefs import collect_file_refs
 from app.tasktypes.registry import Registry
 from app.tasktypes.registry import UnknownTaskType as UnknownRegistryType
-from app.webhooks import service as webhook_service
-
-ERROR_MESSAGE_LIMIT = 1000
+from app.worker import enqueue
 
 
 def request_hash(data: TaskSubmit) -> str:
@@ -118,12 +113,11 @@ async def submit(
     idempotency_key: str | None,
     registry: Registry,
     limits: TaskSettings,
-    dispatcher: BackgroundDispatcher,
 ) -> tuple[Task, bool]:
     """Record a task and its `task.created` event; return it and whether it is new.
 
     The same idempotency key with the same body returns the original task; with another body
-    it is a conflict. The caller dispatches a new task once the transaction has committed.
+    it is a conflict. A new task due now is published once the transaction has committed.
     """
     await project_service.require_role(
         session, project_id=project_id, principal=principal, role=Role.member
@@ -131,6 +125,7 @@ async def submit(
     defaults = _validated(data, registry, limits)
     fingerprint = request_hash(data)
     now = utc_now()
+    due = data.run_at is None or data.run_at <= now
     values = {
         "id": uuid.uuid4(),
         "project_id": project_id,
@@ -145,9 +140,9 @@ async def submit(
         "request_id": request_id_var.get(),
         "created_at": now,
         "attempt": 0,
-        # Optimistic: the caller publishes right after commit; if that fails it clears this and
-        # the scheduler publishes instead.
-        "dispatched_at": now if data.run_at is None or data.run_at <= now else None,
+        # Optimistic: published right after commit; if that fails this is cleared and the
+        # scheduler publishes instead (at once, while the broker is known to be away).
+        "dispatched_at": now if due and enqueue.available() else None,
         **defaults,
     }
     repository = TaskRepository(session)
@@ -164,18 +159,15 @@ async def submit(
         return existing, False
     # After the insert, so a replay still returns its task; raising rolls the insert back.
     await _check_file_refs(session, project_id=project_id, data=data, registry=registry)
-    event = event_service.record(
+    recording.record(
         session,
+        task,
         "task.created",
-        project_id=project_id,
-        subject_id=task.id,
         actor=principal,
         data={"type": task.type, "priority": task.priority.value},
     )
-    _attach_task(session, event, task)
     if task.dispatched_at is not None:
-        task_id, priority, timeout_s = task.id, task.priority, task.timeout_s
-        after_commit(session, lambda: dispatcher.dispatch_soon(task_id, priority, timeout_s))
+        dispatch(session, task.id, priority=task.priority, timeout_s=task.timeout_s)
     return task, True
 
 
@@ -206,12 +198,12 @@ async def cancel(session: AsyncSession, *, principal: Principal, task_id: uuid.U
     now = utc_now()
     canceled = await repository.cancel_waiting(task_id, now=now)
     if canceled is not None:
-        _record(session, canceled, "task.canceled", actor=principal)
+        recording.record(session, canceled, "task.canceled", actor=principal)
         await repository.notify_finished(task_id)
         return canceled
     running = await repository.request_cancel(task_id, now=now)
     if running is not None:
-        _record(session, running, "task.cancel_requested", actor=principal)
+        recording.record(session, running, "task.cancel_requested", actor=principal)
         return running
     raise TaskAlreadyFinished(f"the task is already {task.status.value}")
 
@@ -269,205 +261,6 @@ async def await_finished(
             async with transaction(sessionmaker) as session:
                 task = await TaskRepository(session).get(task_id) or task
     return task
-
-
-def _record(
-    session: AsyncSession,
-    task: Task,
-    kind: str,
-    *,
-    actor: Principal | None = None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    event = event_service.record(
-        session, kind, project_id=task.project_id, subject_id=task.id, actor=actor, data=data
-    )
-    _attach_task(session, event, task)
-
-
-def _attach_task(session: AsyncSession, event: Event, task: Task) -> None:
-    """The event's webhooks carry the task as the API shows it at this moment (no presigned
-    `result_url`: it would expire before a late retry; receivers fetch the task for one)."""
-    webhook_service.attach_subject(
-        session,
-        event,
-        TaskRead.model_validate(task).model_dump(mode="json"),
-        request_id=task.request_id,
-    )
-
-
-# The worker side: no principal, every step guarded by status and attempt.
-
-
-async def lease(
-    session: AsyncSession, task_id: uuid.UUID, *, worker: str, lease_s: float
-) -> Task | None:
-    """Take a queued task for this worker; None when another took it or it is not queued."""
-    task = await TaskRepository(session).lease(
-        task_id, worker=worker, now=utc_now(), lease_s=lease_s
-    )
-    if task is not None:
-        _record(session, task, "task.started", data={"attempt": task.attempt, "worker": worker})
-    return task
-
-
-async def heartbeat(
-    session: AsyncSession,
-    task_id: uuid.UUID,
-    *,
-    attempt: int,
-    lease_s: float,
-    progress: tuple[float, str | None] | None,
-) -> Task | None:
-    """Renew the lease; None when it was lost (reaped). The task shows any cancel request."""
-    return await TaskRepository(session).heartbeat(
-        task_id, attempt=attempt, now=utc_now(), lease_s=lease_s, progress=progress
-    )
-
-
-async def succeed(
-    session: AsyncSession, task: Task, *, result: Any, result_key: str | None = None
-) -> Task | None:
-    """End the attempt as succeeded, with its result inline or (large) under `result_key` in S3."""
-    ended = await TaskRepository(session).end_attempt(
-        task.id,
-        attempt=task.attempt,
-        status=TaskStatus.succeeded,
-        result=result,
-        result_key=result_key,
-        error=None,
-        progress=1.0,
-        finished_at=utc_now(),
-    )
-    if ended is not None:
-        _record(session, ended, "task.succeeded", data={"attempt": ended.attempt})
-        await TaskRepository(session).notify_finished(task.id)
-    return ended
-
-
-async def end_canceled(session: AsyncSession, task: Task) -> Task | None:
-    ended = await TaskRepository(session).end_attempt(
-        task.id,
-        attempt=task.attempt,
-        status=TaskStatus.canceled,
-        finished_at=utc_now(),
-        error={"type": "canceled", "message": "canceled while running"},
-    )
-    if ended is not None:
-        _record(session, ended, "task.canceled", data={"attempt": ended.attempt})
-        await TaskRepository(session).notify_finished(task.id)
-    return ended
-
-
-def retry_delay(attempt: int, *, base_s: float, cap_s: float) -> float:
-    """Exponential backoff with full jitter on the upper half: base·2^(attempt-1), capped."""
-    ceiling = min(cap_s, base_s * 2.0 ** max(attempt - 1, 0))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 (jitter, not security)
-
-
-async def fail_attempt(
-    session: AsyncSession,
-    task: Task,
-    *,
-    error_type: str,
-    message: str,
-    retryable: bool,
-    limits: TaskSettings,
-) -> Task | None:
-    """End a failed attempt: `retrying` with backoff while attempts remain, else `failed`."""
-    # jsonb refuses NUL characters; an error message must always be storable.
-    error = {"type": error_type, "message": message.replace("\x00", "")[:ERROR_MESSAGE_LIMIT]}
-    now = utc_now()
-    repository = TaskRepository(session)
-    if retryable and task.attempt < task.max_attempts:
-        delay = retry_delay(task.attempt, base_s=limits.retry_base_s, cap_s=limits.retry_cap_s)
-        ended = await repository.end_attempt(
-            task.id,
-            attempt=task.attempt,
-            status=TaskStatus.retrying,
-            error=error,
-            run_at=now + timedelta(seconds=delay),
-            dispatched_at=None,
-        )
-        if ended is not None:
-            _record(
-                session,
-                ended,
-                "task.retrying",
-                data={"attempt": ended.attempt, "error": error, "delay_s": round(delay, 3)},
-            )
-        return ended
-    ended = await repository.end_attempt(
-        task.id, attempt=task.attempt, status=TaskStatus.failed, error=error, finished_at=now
-    )
-    if ended is not None:
-        _record(session, ended, "task.failed", data={"attempt": ended.attempt, "error": error})
-        await repository.notify_finished(task.id)
-    return ended
-
-
-# The scheduler side.
-
-
-async def promote_due_retries(session: AsyncSession, *, limit: int) -> int:
-    return len(await TaskRepository(session).promote_due_retries(now=utc_now(), limit=limit))
-
-
-async def reap_expired_leases(session: AsyncSession, *, limit: int) -> Sequence[Task]:
-    """Put back (or end) tasks whose worker died; each gets its event and, if ended, a wake-up."""
-    repository = TaskRepository(session)
-    reaped = await repository.reap_expired_leases(now=utc_now(), limit=limit)
-    for task in reaped:
-        if task.status == TaskStatus.queued:
-            _record(session, task, "task.requeued", data={"reason": "lease_expired"})
-            continue
-        kind = "task.canceled" if task.status == TaskStatus.canceled else "task.failed"
-        _record(session, task, kind, data={"attempt": task.attempt, "error": task.error})
-        await repository.notify_finished(task.id)
-    return reaped
-
-
-async def claim_for_dispatch(
-    session: AsyncSession,
-    *,
-    redispatch_after_s: float,
-    redispatch_priorities: Sequence[Priority],
-    limit: int,
-) -> Sequence[tuple[uuid.UUID, Priority, int]]:
-    now = utc_now()
-    return await TaskRepository(session).claim_for_dispatch(
-        now=now,
-        stale_before=now - timedelta(seconds=redispatch_after_s),
-        redispatch_priorities=redispatch_priorities,
-        limit=limit,
-    )
-
-
-async def expire_results(
-    session: AsyncSession, *, storage: Storage, finished_before: datetime, limit: int
-) -> int:
-    """Drop the results of up to `limit` tasks that succeeded before `finished_before`, with their
-    S3 objects (deleted before the commit; deleting again after a failed commit is harmless)."""
-    expired = await TaskRepository(session).expire_results(
-        finished_before=finished_before, limit=limit
-    )
-    keys = [key for _, _, key in expired if key is not None]
-    if keys:
-        await asyncio.to_thread(storage.delete_many, keys)
-    for task_id, project_id, key in expired:
-        event_service.record(
-            session,
-            "task.result_expired",
-            project_id=project_id,
-            subject_id=task_id,
-            actor=None,
-            data={"in_s3": key is not None},
-        )
-    return len(expired)
-
-
-async def forget_dispatch(session: AsyncSession, task_ids: Sequence[uuid.UUID]) -> None:
-    await TaskRepository(session).forget_dispatch(task_ids)
 
 
 def is_terminal(task: Task) -> bool:

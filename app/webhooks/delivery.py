@@ -1,4 +1,4 @@
-"""Attempting deliveries (the worker's job) and publishing due ones (the scheduler's step)."""
+"""Attempting deliveries: the worker's job, around one claimed attempt."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ import logging
 import time
 import uuid
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import __version__
 from app.core.config import WebhookSettings
 from app.core.context import project_id_var, request_id_var
 from app.core.db import transaction, utc_now
-from app.webhooks import sender, service, targets
-from app.webhooks.dispatch import DeliveryPublisher
+from app.webhooks import attempts, sender, targets
+from app.webhooks.attempts import Claim, Skip
 from app.webhooks.sender import Outcome
 from app.webhooks.signing import signature_header
 from app.webhooks.targets import Resolver, system_resolver
-from app.worker.names import Queue
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +31,7 @@ def body_of(payload: dict[str, object]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def headers_for(held: service.Claim, body: bytes, *, timestamp: int) -> dict[str, str]:
+def headers_for(held: Claim, body: bytes, *, timestamp: int) -> dict[str, str]:
     message_id = str(held.delivery_id)
     headers = {
         "content-type": "application/json",
@@ -51,7 +48,7 @@ def headers_for(held: service.Claim, body: bytes, *, timestamp: int) -> dict[str
 
 
 async def attempt(
-    held: service.Claim, *, settings: WebhookSettings, resolver: Resolver = system_resolver
+    held: Claim, *, settings: WebhookSettings, resolver: Resolver = system_resolver
 ) -> Outcome:
     """Send one attempt; nothing in it (resolution included) outlasts `settings.timeout_s`."""
     policy = targets.TargetPolicy.of(settings)
@@ -91,8 +88,8 @@ async def deliver(
     """Make one attempt of a delivery; return what happened. Safe to receive twice: only one
     worker can claim an attempt, and a claim outlives a crash by `lease_grace_s` only."""
     async with transaction(sessionmaker) as session:
-        held = await service.claim(session, delivery_id, settings=settings)
-    if isinstance(held, str):
+        held = await attempts.claim(session, delivery_id, settings=settings)
+    if isinstance(held, Skip):
         log.info("webhook delivery skipped", extra={"delivery_id": str(delivery_id), "why": held})
         return held
     request_token = request_id_var.set(held.request_id)
@@ -107,7 +104,7 @@ async def deliver(
                 status=None, excerpt=None, latency_ms=0, error=f"internal: {type(exc).__name__}"
             )
         async with transaction(sessionmaker) as session:
-            state = await service.record_attempt(
+            state = await attempts.record_attempt(
                 session, held, outcome, started_at=started_at, settings=settings
             )
         log.info(
@@ -126,37 +123,3 @@ async def deliver(
     finally:
         request_id_var.reset(request_token)
         project_id_var.reset(project_token)
-
-
-async def _queue_is_empty(redis: Redis) -> bool:
-    try:
-        return int(await redis.llen(Queue.webhooks.value)) == 0
-    except (RedisError, OSError):
-        return False
-
-
-async def dispatch_due(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    publisher: DeliveryPublisher,
-    redis: Redis,
-    settings: WebhookSettings,
-    *,
-    limit: int,
-) -> int:
-    """The scheduler's step: publish due deliveries (new, retries, and those whose job or worker
-    was lost), within each endpoint's free slots. Returns how many were published."""
-    if publisher.is_open:
-        return 0
-    # A long-published delivery was lost (Redis flushed) only if its queue has drained.
-    redispatch = await _queue_is_empty(redis)
-    async with transaction(sessionmaker) as session:
-        due = await service.claim_for_dispatch(
-            session, settings=settings, redispatch=redispatch, limit=limit
-        )
-    if not due:
-        return 0
-    unpublished = await asyncio.to_thread(publisher.publish, due)
-    if unpublished:
-        async with transaction(sessionmaker) as session:
-            await service.forget_dispatch(session, unpublished)
-    return len(due) - len(unpublished)

@@ -1,19 +1,15 @@
-"""Webhooks: endpoints (admin), the delivery log and redelivery; claiming and recording attempts.
+"""Webhooks, the admin side: endpoints, the delivery log and redelivery.
 
 Every route needs the `admin` role in the endpoint's project (API keys, `member` at most, never
 manage or read webhooks); an endpoint of a project the caller is not in is a 404. Deliveries are
-written by the outbox (`outbox.py`) with the event that causes them and attempted by workers:
-one claim per attempt, guarded in SQL, so a duplicate job or a crashed worker costs nothing but
-a repeat of the same `webhook-id`.
+written by the outbox (`outbox.py`) with the event that causes them, attempted by workers
+(`attempts.py`, `delivery.py`) and published by the scheduler (`scheduling.py`).
 """
 
 from __future__ import annotations
 
-import functools
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -21,14 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
 from app.core.config import WebhookSettings
-from app.core.db import after_commit, utc_now
+from app.core.db import utc_now
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.events import service as event_service
-from app.events.models import Event
 from app.projects import service as project_service
 from app.projects.models import Role
 from app.projects.service import ProjectAccess
-from app.webhooks import dispatch, outbox, targets
+from app.webhooks import outbox, targets
 from app.webhooks.exceptions import (
     DeliveryInFlight,
     DeliveryNotFound,
@@ -41,23 +36,8 @@ from app.webhooks.exceptions import (
 from app.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks.repository import DeliveryRepository, EndpointRepository
 from app.webhooks.schemas import WebhookCreate, WebhookUpdate
-from app.webhooks.sender import Outcome
 from app.webhooks.signing import new_secret
-
-# Statuses whose `Retry-After` sets the next attempt instead of the schedule.
-RETRY_AFTER_STATUSES = frozenset({429, 503})
-GONE = 410
-
-
-def attach_subject(
-    session: AsyncSession,
-    event: Event,
-    subject: dict[str, Any],
-    *,
-    request_id: str | None = None,
-) -> None:
-    """Send `subject` (the object as the API shows it) as the `data` of the event's webhooks."""
-    outbox.attach_subject(session, event, subject, request_id=request_id)
+from app.worker import enqueue
 
 
 def _origin(url: str) -> str:
@@ -297,8 +277,8 @@ async def redeliver(
         raise DeliveryNotFound()
     if not endpoint.enabled:
         raise WebhookDisabled('enable the endpoint first (PATCH {"enabled": true})')
-    publisher = dispatch.installed()
-    again = await repository.redeliver(delivery.id, now=utc_now(), dispatched=publisher is not None)
+    dispatch = enqueue.available()
+    again = await repository.redeliver(delivery.id, now=utc_now(), dispatched=dispatch)
     if again is None:
         raise DeliveryInFlight("wait for the attempt under way to finish")
     event_service.record(
@@ -309,242 +289,6 @@ async def redeliver(
         actor=principal,
         data={"delivery_id": str(delivery.id), "event_type": delivery.event_type},
     )
-    if publisher is not None:
-        after_commit(session, functools.partial(publisher.publish_soon, [again.id]))
+    if dispatch:
+        outbox.enqueue_deliveries(session, [again.id])
     return again
-
-
-# --- the worker side --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One attempt a worker holds: everything it needs to send, without a transaction open."""
-
-    delivery_id: uuid.UUID
-    endpoint_id: uuid.UUID
-    project_id: uuid.UUID
-    event_id: uuid.UUID
-    event_type: str
-    attempt: int
-    schedule_start_attempt: int
-    url: str
-    # Every secret that signs: the current one, then the previous one. Never in a repr or log.
-    secrets: tuple[str, ...] = field(repr=False)
-    payload: dict[str, Any]
-    request_id: str | None
-
-
-def signing_secrets(endpoint: WebhookEndpoint, *, now: datetime) -> tuple[str, ...]:
-    expires = endpoint.previous_secret_expires_at
-    if endpoint.previous_secret and expires is not None and expires > now:
-        return endpoint.secret, endpoint.previous_secret
-    return (endpoint.secret,)
-
-
-async def claim(
-    session: AsyncSession, delivery_id: uuid.UUID, *, settings: WebhookSettings
-) -> Claim | str:
-    """Claim a due delivery for one attempt, or say why not: `gone`, `endpoint_disabled`,
-    `busy` (its endpoint has no free slot; the scheduler publishes it again) or
-    `not_available` (not due, already claimed, or finished)."""
-    now = utc_now()
-    endpoint = await EndpointRepository(session).lock_for_delivery(delivery_id)
-    if endpoint is None:
-        return "gone"
-    deliveries = DeliveryRepository(session)
-    if not endpoint.enabled:
-        await deliveries.fail_waiting(
-            endpoint.id, now=now, reason="the endpoint is disabled", delivery_id=delivery_id
-        )
-        return "endpoint_disabled"
-    # A failing endpoint gets one attempt at a time: a hanging receiver holds one slot, not K.
-    slots = settings.endpoint_concurrency if endpoint.failing_since is None else 1
-    if await deliveries.count_in_flight(endpoint.id, now=now) >= slots:
-        await deliveries.leave_to_scheduler(delivery_id, now=now)
-        return "busy"
-    lease = timedelta(seconds=settings.timeout_s + settings.lease_grace_s)
-    delivery = await deliveries.claim(delivery_id, now=now, until=now + lease)
-    if delivery is None:
-        return "not_available"
-    if delivery.attempt - delivery.schedule_start_attempt > len(settings.retry_schedule_s) + 1:
-        # Every attempt is used up, the last ones cut short (their workers died): give up.
-        reason = "interrupted: the last attempts were cut short"
-        await deliveries.finish_attempt(
-            delivery.id,
-            attempt=delivery.attempt,
-            state=DeliveryState.failed,
-            next_attempt_at=None,
-            last_error=reason,
-        )
-        _record_failure(
-            session,
-            delivery,
-            project_id=endpoint.project_id,
-            attempts=delivery.attempt - 1,
-            error=reason,
-        )
-        return "attempts_used_up"
-    return Claim(
-        delivery_id=delivery.id,
-        endpoint_id=endpoint.id,
-        project_id=endpoint.project_id,
-        event_id=delivery.event_id,
-        event_type=delivery.event_type,
-        attempt=delivery.attempt,
-        schedule_start_attempt=delivery.schedule_start_attempt,
-        url=endpoint.url,
-        secrets=signing_secrets(endpoint, now=now),
-        payload=delivery.payload,
-        request_id=delivery.request_id,
-    )
-
-
-def next_attempt_delay(
-    attempt_in_schedule: int, outcome: Outcome, settings: WebhookSettings
-) -> float | None:
-    """Seconds until the next attempt after a failed one, or None when retries are used up."""
-    schedule = settings.retry_schedule_s
-    if attempt_in_schedule > len(schedule):
-        return None
-    delay = schedule[attempt_in_schedule - 1]
-    if outcome.status in RETRY_AFTER_STATUSES and outcome.retry_after_s is not None:
-        delay = min(outcome.retry_after_s, max(schedule))
-    return delay
-
-
-async def record_attempt(
-    session: AsyncSession,
-    held: Claim,
-    outcome: Outcome,
-    *,
-    started_at: datetime,
-    settings: WebhookSettings,
-) -> DeliveryState | None:
-    """Log the attempt and move the delivery on; None when the claim was lost meanwhile."""
-    now = utc_now()
-    gone = outcome.status == GONE
-    next_attempt_at = None
-    if not outcome.succeeded and not gone:
-        delay = next_attempt_delay(held.attempt - held.schedule_start_attempt, outcome, settings)
-        next_attempt_at = None if delay is None else now + timedelta(seconds=delay)
-    if outcome.succeeded:
-        state = DeliveryState.succeeded
-    else:
-        state = DeliveryState.pending if next_attempt_at is not None else DeliveryState.failed
-    endpoints, deliveries = EndpointRepository(session), DeliveryRepository(session)
-    if not await endpoints.lock(held.endpoint_id):
-        return None  # deleted meanwhile, with its deliveries
-    delivery = await deliveries.finish_attempt(
-        held.delivery_id,
-        attempt=held.attempt,
-        state=state,
-        response_status=outcome.status,
-        response_excerpt=outcome.excerpt,
-        latency_ms=outcome.latency_ms,
-        last_error=outcome.error,
-        next_attempt_at=next_attempt_at,
-    )
-    if delivery is None:
-        return None
-    await deliveries.add_attempt(
-        WebhookAttempt(
-            id=uuid.uuid4(),
-            delivery_id=held.delivery_id,
-            attempt=held.attempt,
-            started_at=started_at,
-            latency_ms=outcome.latency_ms,
-            response_status=outcome.status,
-            response_excerpt=outcome.excerpt,
-            error=outcome.error,
-            next_attempt_at=next_attempt_at,
-        )
-    )
-    if outcome.succeeded:
-        await endpoints.mark_healthy(held.endpoint_id)
-        return state
-    if state == DeliveryState.failed:
-        _record_failure(
-            session,
-            delivery,
-            project_id=held.project_id,
-            attempts=held.attempt,
-            error=outcome.error,
-            response_status=outcome.status,
-        )
-    if gone:
-        await _disable(session, held, reason="the endpoint answered 410 Gone", now=now)
-        return state
-    failing_since = await endpoints.mark_failing(held.endpoint_id, now=now)
-    if failing_since is not None and now - failing_since >= timedelta(
-        seconds=settings.disable_after_s
-    ):
-        reason = f"failing without a success since {failing_since:%Y-%m-%d %H:%M} UTC"
-        await _disable(session, held, reason=reason, now=now)
-    return state
-
-
-def _record_failure(
-    session: AsyncSession,
-    delivery: WebhookDelivery,
-    *,
-    project_id: uuid.UUID,
-    attempts: int,
-    error: str | None,
-    response_status: int | None = None,
-) -> None:
-    """`webhook.delivery_failed`, about the endpoint (the subject), naming the delivery."""
-    event_service.record(
-        session,
-        "webhook.delivery_failed",
-        project_id=project_id,
-        subject_id=delivery.endpoint_id,
-        actor=None,
-        data={
-            "delivery_id": str(delivery.id),
-            "event_id": str(delivery.event_id),
-            "event_type": delivery.event_type,
-            "attempts": attempts,
-            "response_status": response_status,
-            "error": error,
-        },
-    )
-
-
-async def _disable(session: AsyncSession, held: Claim, *, reason: str, now: datetime) -> None:
-    disabled = await EndpointRepository(session).disable(held.endpoint_id, reason=reason)
-    if disabled is None:
-        return  # already disabled
-    failed = await DeliveryRepository(session).fail_waiting(
-        held.endpoint_id, now=now, reason=f"the endpoint was disabled: {reason}"
-    )
-    event_service.record(
-        session,
-        "webhook.endpoint_disabled",
-        project_id=held.project_id,
-        subject_id=held.endpoint_id,
-        actor=None,
-        data={"reason": reason, "failed_deliveries": failed},
-    )
-
-
-# --- the scheduler side -----------------------------------------------------------------------
-
-
-async def claim_for_dispatch(
-    session: AsyncSession, *, settings: WebhookSettings, redispatch: bool, limit: int
-) -> Sequence[uuid.UUID]:
-    """Due deliveries to publish (never published, or long ago when `redispatch`), within each
-    endpoint's free slots."""
-    now = utc_now()
-    return await DeliveryRepository(session).claim_for_dispatch(
-        now=now,
-        stale_before=now - timedelta(seconds=settings.redispatch_after_s),
-        redispatch=redispatch,
-        concurrency=settings.endpoint_concurrency,
-        limit=limit,
-    )
-
-
-async def forget_dispatch(session: AsyncSession, delivery_ids: Sequence[uuid.UUID]) -> None:
-    await DeliveryRepository(session).forget_dispatch(delivery_ids)

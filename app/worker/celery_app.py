@@ -1,6 +1,14 @@
-"""The one Celery app: JSON, late acks, prefetch 1, priority queues; task state lives in PostgreSQL."""
+"""The one Celery app: JSON, late acks, prefetch 1, priority queues; task state lives in PostgreSQL.
+
+Nothing is built at import: `celery_app()` makes the process's app from the environment on first
+use (`app/celery.py` calls it for the stock `celery -A app …` commands), and `create_celery`
+builds one for given settings. Job modules declare their entry points with `shared_task`, so
+they bind to whichever app runs them.
+"""
 
 from __future__ import annotations
+
+import functools
 
 from celery import Celery
 from kombu import Queue as KombuQueue
@@ -9,7 +17,7 @@ from app.core.config import Settings, get_settings
 from app.core.redis import connection_options
 from app.worker.names import ALL_QUEUES, Queue
 
-# Modules holding `@celery_app.task` entry points; each domain adds its `jobs` module here.
+# Modules holding `@shared_task` entry points; each domain adds its `jobs` module here.
 JOB_MODULES = ["app.tasks.jobs", "app.files.jobs", "app.webhooks.jobs"]
 
 
@@ -64,4 +72,7 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-celery_app = create_celery(get_settings())
+@functools.cache
+def celery_app() -> Celery:
+    """This process's app, configured from the environment (built once, on first use)."""
+    return create_celery(get_settings())

@@ -18,8 +18,6 @@ class Queue(enum.StrEnum):
     webhooks = "webhooks"
 
 
-# Workers consume in this order, so `high` is always served first.
-QUEUES_BY_PRIORITY = (Queue.high, Queue.default, Queue.low)
 # Every queue a worker may consume. By default (`taskgate worker`) webhook deliveries come right
 # after `high` tasks: short, time-boxed jobs that must not wait behind a backlog of tasks.
 ALL_QUEUES = (Queue.high, Queue.webhooks, Queue.default, Queue.low)

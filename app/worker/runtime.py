@@ -1,7 +1,9 @@
 """One event loop and one database engine per worker process, rebuilt after a fork.
 
 Celery jobs are sync; they call `run(coro)`. Never `asyncio.run()` per job against a pooled
-engine, never nested loops.
+engine, never nested loops. The first job of a process also wires it (`app.wiring`): the
+publisher that enqueues follow-up jobs, and the event subscribers. The process's engine and
+loop are disposed of on `worker_process_shutdown`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from celery import current_app
+from celery.signals import worker_process_shutdown
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app import wiring
 from app.core.config import get_settings
 from app.core.db import create_engine, create_sessionmaker
 
@@ -41,6 +46,8 @@ def _current() -> _Runtime:
         database = settings.database.model_copy(update={"pool_size": 2, "max_overflow": 2})
         engine = create_engine(database)
         _runtime = _Runtime(os.getpid(), loop, engine, create_sessionmaker(engine))
+        # Follow-up jobs (a finished task's webhooks) are published before the job returns.
+        wiring.wire_process(current_app, settings, background=False)
     return _runtime
 
 
@@ -59,4 +66,10 @@ def shutdown() -> None:
     if _runtime is not None and _runtime.pid == os.getpid():
         _runtime.loop.run_until_complete(_runtime.engine.dispose())
         _runtime.loop.close()
+        wiring.unwire_process()
     _runtime = None
+
+
+@worker_process_shutdown.connect
+def _dispose_runtime(**_: object) -> None:
+    shutdown()

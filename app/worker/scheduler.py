@@ -1,14 +1,12 @@
-"""The scheduler: one loop that keeps PostgreSQL and the broker in step.
+"""The scheduler: one loop that runs each domain's step, in order, every `scheduler_interval_s`.
 
-Each pass (every `scheduler_interval_s`):
-1. retrying tasks whose backoff has passed become queued;
-2. running tasks whose lease expired are put back (or failed, or canceled);
-3. due queued tasks that were never published, or were published long ago on a queue that is
-   now empty (Redis flushed or restarted), are published;
-4. due webhook deliveries (new, retries, or lost with a killed worker or a flushed Redis) are
-   published, within each endpoint's free slots;
-5. every `files.retention_interval_s`, expired files and task results are deleted (retention).
-Several schedulers may run: every step claims rows with `FOR UPDATE SKIP LOCKED`.
+1. tasks: retries due become queued, expired leases are put back, due tasks are published;
+2. webhooks: due deliveries are published, within each endpoint's free slots;
+3. files: expired files are deleted (every `files.retention_interval_s`);
+4. tasks: old results are dropped (likewise).
+The retention steps come last: S3 trouble there never holds up the steps above. Several
+schedulers may run: every step claims rows with `FOR UPDATE SKIP LOCKED`. A step is added by
+writing it in its domain (`app/core/scheduling.py` says its shape) and listing it in `steps`.
 """
 
 from __future__ import annotations
@@ -17,90 +15,62 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Sequence
 
-from celery import Celery
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import wiring
 from app.core.config import Settings
-from app.core.db import create_engine, create_sessionmaker, transaction
+from app.core.db import create_engine, create_sessionmaker
 from app.core.redis import create_redis
-from app.files.retention import Retention
+from app.core.scheduling import Step, StepContext
+from app.files.retention import FileRetention
 from app.files.storage import Storage
-from app.tasks import service as task_service
-from app.tasks.dispatch import Publisher
-from app.tasks.models import Priority
-from app.webhooks import delivery as webhook_delivery
-from app.webhooks import dispatch as webhook_dispatch
+from app.tasks import scheduling as task_scheduling
+from app.tasks.retention import ResultRetention
+from app.webhooks import scheduling as webhook_scheduling
+from app.worker import enqueue
 from app.worker.celery_app import create_celery
 
 log = logging.getLogger(__name__)
 
 
-async def _empty_queues(redis: Redis) -> list[Priority]:
-    """Priorities whose broker queue is empty: a stale task there was lost, not just waiting."""
-    try:
-        lengths = [await redis.llen(priority.value) for priority in Priority]
-    except (RedisError, OSError):
-        return []
-    return [priority for priority, length in zip(Priority, lengths, strict=True) if length == 0]
+def steps(settings: Settings) -> list[Step]:
+    """Every domain's step, in the order a pass runs them (each keeps its own schedule)."""
+    storage = Storage.from_settings(settings)
+    return [
+        task_scheduling.scheduler_step,
+        webhook_scheduling.scheduler_step,
+        FileRetention(storage),
+        ResultRetention(storage),
+    ]
 
 
 async def tick(
     sessionmaker: async_sessionmaker[AsyncSession],
-    publisher: Publisher,
+    publisher: enqueue.Publisher,
     redis: Redis,
     settings: Settings,
     *,
-    retention: Retention | None = None,
-    deliveries: webhook_dispatch.DeliveryPublisher | None = None,
+    steps: Sequence[Step] | None = None,
 ) -> dict[str, int]:
-    """One pass of the scheduler; returns what it did, for logs and tests."""
-    limits = settings.tasks
-    async with transaction(sessionmaker) as session:
-        promoted = await task_service.promote_due_retries(session, limit=limits.scheduler_batch)
-    async with transaction(sessionmaker) as session:
-        reaped = await task_service.reap_expired_leases(session, limit=limits.scheduler_batch)
-    published = failed = 0
-    if not publisher.is_open:
-        empty = await _empty_queues(redis)
-        async with transaction(sessionmaker) as session:
-            claimed = await task_service.claim_for_dispatch(
-                session,
-                redispatch_after_s=limits.redispatch_after_s,
-                redispatch_priorities=empty,
-                limit=limits.scheduler_batch,
-            )
-        if claimed:
-            unpublished = await asyncio.to_thread(publisher.publish_many, claimed)
-            if unpublished:
-                async with transaction(sessionmaker) as session:
-                    await task_service.forget_dispatch(session, unpublished)
-            failed = len(unpublished)
-            published = len(claimed) - failed
-    done = {"promoted": promoted, "reaped": len(reaped), "published": published, "failed": failed}
-    done["webhooks"] = await webhook_delivery.dispatch_due(
-        sessionmaker,
-        deliveries or _delivery_publisher(publisher.celery, settings),
-        redis,
-        settings.webhooks,
-        limit=limits.scheduler_batch,
-    )
-    if retention is not None:  # last: S3 trouble here never holds up the steps above
-        done.update(await retention.run_if_due(sessionmaker))
+    """One pass (`steps` default: the tasks and webhooks steps); returns what each step did."""
+    context = StepContext(sessionmaker=sessionmaker, redis=redis, settings=settings)
+    done: dict[str, int] = {}
+    with enqueue.using(publisher):
+        for step in steps if steps is not None else _PUBLISHING_STEPS:
+            done.update(await step(context))
     if any(done.values()):
         log.info("scheduler pass", extra=done)
     return done
 
 
-def _delivery_publisher(celery: Celery, settings: Settings) -> webhook_dispatch.DeliveryPublisher:
-    return webhook_dispatch.DeliveryPublisher(
-        celery,
-        timeout_s=settings.webhooks.timeout_s,
-        breaker_s=settings.tasks.publish_breaker_s,
-        background=False,
-    )
+# The steps that only publish: a pass of these needs no S3.
+_PUBLISHING_STEPS: tuple[Step, ...] = (
+    task_scheduling.scheduler_step,
+    webhook_scheduling.scheduler_step,
+)
 
 
 async def run_scheduler(settings: Settings) -> None:
@@ -112,30 +82,22 @@ async def run_scheduler(settings: Settings) -> None:
     engine = create_engine(settings.database.model_copy(update={"pool_size": 2}))
     redis = create_redis(settings.redis)
     celery = create_celery(settings)
-    publisher = Publisher(celery, breaker_s=settings.tasks.publish_breaker_s)
+    # Also for the events this loop records (reaped tasks): their deliveries are published.
+    publisher = wiring.wire_process(celery, settings, background=False)
     sessionmaker = create_sessionmaker(engine)
-    retention = Retention(Storage.from_settings(settings))
-    deliveries = _delivery_publisher(celery, settings)
-    webhook_dispatch.install(deliveries)  # for the events this loop records (reaped tasks)
+    every_step = steps(settings)
     log.info("scheduler started", extra={"interval_s": settings.tasks.scheduler_interval_s})
     try:
         while not stop.is_set():
             try:
-                await tick(
-                    sessionmaker,
-                    publisher,
-                    redis,
-                    settings,
-                    retention=retention,
-                    deliveries=deliveries,
-                )
+                await tick(sessionmaker, publisher, redis, settings, steps=every_step)
             except Exception:  # PostgreSQL or Redis away: keep looping, nothing is lost
                 log.exception("scheduler pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=settings.tasks.scheduler_interval_s)
     finally:
         log.info("scheduler stopping")
-        webhook_dispatch.uninstall(deliveries)
+        wiring.unwire_process()
         celery.close()
         await redis.aclose()
         await engine.dispose()

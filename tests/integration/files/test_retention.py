@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
@@ -14,20 +14,30 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import transaction, utc_now
+from app.core.scheduling import StepContext
 from app.events.models import Event
 from app.files import service as file_service
 from app.files.models import File, FileStatus
-from app.files.retention import Retention, sweep
+from app.files.retention import FileRetention
 from app.files.storage import Storage, object_key
 from app.projects.models import Project
-from app.tasks.dispatch import Publisher
 from app.tasks.models import Task, TaskStatus
+from app.tasks.retention import ResultRetention
 from app.worker.celery_app import create_celery
+from app.worker.enqueue import Publisher
 from app.worker.scheduler import tick
 from tests.integration.files.conftest import make_file, object_bytes
 from tests.support import free_port
 
 DAY = timedelta(days=1)
+
+
+async def sweep(
+    db: async_sessionmaker[AsyncSession], storage: Storage, *, now: datetime | None = None
+) -> dict[str, int]:
+    """One batch of each retention step: expired files, then expired task results."""
+    files = await FileRetention(storage).sweep(db, now=now)
+    return {**files, **await ResultRetention(storage).sweep(db, now=now)}
 
 
 async def _finished_task(
@@ -167,6 +177,11 @@ def publisher(settings: Settings) -> Iterator[Publisher]:
     celery.close()
 
 
+@pytest.fixture
+def context(db: async_sessionmaker[AsyncSession], redis: Redis, settings: Settings) -> StepContext:
+    return StepContext(sessionmaker=db, redis=redis, settings=settings)
+
+
 class TestSchedulerStep:
     async def test_the_scheduler_sweeps_once_per_interval(
         self,
@@ -177,43 +192,45 @@ class TestSchedulerStep:
         redis: Redis,
         settings: Settings,
     ) -> None:
-        retention = Retention(storage)
+        steps = [FileRetention(storage), ResultRetention(storage)]
         expired = await make_file(db, storage, project, b"x", expires_at=utc_now() - DAY)
 
-        first = await tick(db, publisher, redis, settings, retention=retention)
-        second = await tick(db, publisher, redis, settings, retention=retention)
+        first = await tick(db, publisher, redis, settings, steps=steps)
+        second = await tick(db, publisher, redis, settings, steps=steps)
 
         assert first["files_expired"] >= 1
         assert "files_expired" not in second  # the next sweep is an interval away
         assert not await _exists(db, expired)
 
     async def test_a_full_batch_sweeps_again_on_the_next_pass(
-        self, db: async_sessionmaker[AsyncSession], storage: Storage, project: Project
+        self, context: StepContext, storage: Storage, project: Project
     ) -> None:
+        db = context.sessionmaker
         small = Storage(
             s3=storage.s3, files=storage.files.model_copy(update={"retention_batch": 1})
         )
-        retention = Retention(small)
+        retention = FileRetention(small)
         for _ in range(2):
             await make_file(db, storage, project, b"x", expires_at=utc_now() - DAY)
 
-        first = await retention.run_if_due(db)
-        second = await retention.run_if_due(db)
-        third = await retention.run_if_due(db)
+        first = await retention(context)
+        second = await retention(context)
+        third = await retention(context)
 
         assert (first["files_expired"], second["files_expired"]) == (1, 1)
         assert third.get("files_expired", 0) == 0
 
     async def test_with_s3_down_nothing_is_deleted_and_the_step_waits_an_interval(
-        self, db: async_sessionmaker[AsyncSession], storage: Storage, project: Project
+        self, context: StepContext, storage: Storage, project: Project
     ) -> None:
+        db = context.sessionmaker
         dead = storage.s3.model_copy(update={"endpoint_url": f"http://127.0.0.1:{free_port()}"})
-        retention = Retention(Storage(s3=dead, files=storage.files))
+        retention = FileRetention(Storage(s3=dead, files=storage.files))
         expired = await make_file(db, storage, project, b"x", expires_at=utc_now() - DAY)
 
-        done = await retention.run_if_due(db)
+        done = await retention(context)
 
         assert done == {}
         assert await _exists(db, expired)
         assert await object_bytes(storage, expired.key) == b"x"
-        assert await retention.run_if_due(db) == {}  # not retried before the interval
+        assert await retention(context) == {}  # not retried before the interval

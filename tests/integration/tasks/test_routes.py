@@ -40,7 +40,7 @@ class TestSubmitTask:
         headers, project = await _owner_and_project(session)
 
         response = await _submit(client, project, headers, input={"n": 1}, priority="high")
-        await app.state.dispatcher.drain()
+        await app.state.publisher.drain()
 
         assert response.status_code == 202
         body = response.json()
@@ -107,7 +107,7 @@ class TestSubmitTask:
         later = (utc_now() + timedelta(hours=1)).isoformat()
 
         response = await _submit(client, project, headers, run_at=later)
-        await app.state.dispatcher.drain()
+        await app.state.publisher.drain()
 
         assert response.status_code == 202
         task = await session.get_one(Task, uuid.UUID(response.json()["id"]))
@@ -214,11 +214,11 @@ class TestBrokerOutage:
         self, client: httpx.AsyncClient, session: AsyncSession, app: FastAPI
     ) -> None:
         headers, project = await _owner_and_project(session)
-        publisher = app.state.dispatcher.publisher
+        publisher = app.state.publisher
         publisher.celery.conf.broker_url = "redis://127.0.0.1:1/0"
 
         response = await _submit(client, project, headers)
-        await app.state.dispatcher.drain()
+        await app.state.publisher.drain()
 
         assert response.status_code == 202
         task = await session.get_one(Task, uuid.UUID(response.json()["id"]), populate_existing=True)

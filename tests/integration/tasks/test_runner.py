@@ -15,7 +15,7 @@ from app.core.config import Settings, TaskSettings
 from app.core.db import transaction, utc_now
 from app.files.storage import Storage
 from app.projects.models import Project
-from app.tasks import service as task_service
+from app.tasks import scheduling
 from app.tasks.models import Task, TaskStatus
 from app.tasks.runner import execute
 from app.tasktypes.builtin import EchoInput
@@ -138,7 +138,7 @@ class TestExecute:
 
         for _ in range(5):
             async with transaction(db) as session:
-                await task_service.promote_due_retries(session, limit=10)
+                await scheduling.promote_due_retries(session, limit=10)
             await _execute(db, task, limits, storage)
 
         done = await reload(db, task.id)
@@ -210,7 +210,7 @@ class TestExecute:
         await _execute(db, task, limits, storage)
         after_first = await reload(db, task.id)
         async with transaction(db) as session:
-            await task_service.promote_due_retries(session, limit=10)
+            await scheduling.promote_due_retries(session, limit=10)
         await _execute(db, task, limits, storage)
 
         assert after_first.status == TaskStatus.retrying
@@ -310,7 +310,7 @@ class TestLeaseLost:
                 .where(Task.id == task.id)
                 .values(lease_expires_at=utc_now() - timedelta(seconds=1))
             )
-            await task_service.reap_expired_leases(session, limit=10)
+            await scheduling.reap_expired_leases(session, limit=10)
         await asyncio.wait_for(running, timeout=5)
 
         done = await reload(db, task.id)

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import transaction, utc_now
 from app.projects.models import Project
-from app.tasks import service as task_service
-from app.tasks.dispatch import Publisher
+from app.tasks import scheduling
 from app.tasks.models import Priority, TaskStatus
 from app.worker.celery_app import create_celery
+from app.worker.enqueue import Publisher
 from app.worker.scheduler import tick
 from tests.integration.tasks.conftest import event_kinds, make_task, reload
 from tests.support import free_port
@@ -66,7 +66,7 @@ class TestReapExpiredLeases:
             **fields,
         )
         async with transaction(db) as session:
-            await task_service.reap_expired_leases(session, limit=100)
+            await scheduling.reap_expired_leases(session, limit=100)
         return task.id
 
     async def test_a_task_with_attempts_left_is_queued_again(
@@ -110,7 +110,7 @@ class TestReapExpiredLeases:
         )
 
         async with transaction(db) as session:
-            await task_service.reap_expired_leases(session, limit=100)
+            await scheduling.reap_expired_leases(session, limit=100)
 
         assert (await reload(db, task.id)).status == TaskStatus.running
 

@@ -15,6 +15,7 @@ from app.core.config import TaskSettings
 from app.core.db import transaction, utc_now
 from app.events.models import ActorType, Event
 from app.projects.models import Project
+from app.tasks import lifecycle, scheduling
 from app.tasks import service as task_service
 from app.tasks.exceptions import TaskAlreadyFinished
 from app.tasks.models import TERMINAL_STATUSES, Task, TaskStatus
@@ -82,13 +83,13 @@ async def _step(
     """Perform `step`; return the lease the simulated worker holds afterwards."""
     async with transaction(db) as session:
         if step == "lease":
-            leased = await task_service.lease(session, task.id, worker="w", lease_s=60)
+            leased = await lifecycle.lease(session, task.id, worker="w", lease_s=60)
             return leased or held
         current = held or task
         if step == "succeed" and held is not None:
-            await task_service.succeed(session, held, result={"ok": True})
+            await lifecycle.succeed(session, held, result={"ok": True})
         elif step in ("fail_retryable", "fail_final") and held is not None:
-            await task_service.fail_attempt(
+            await lifecycle.fail_attempt(
                 session,
                 held,
                 error_type="test",
@@ -102,24 +103,24 @@ async def _step(
         elif step == "worker_cancels" and held is not None:
             fresh = await session.get_one(Task, task.id, populate_existing=True)
             if fresh.cancel_requested_at is not None:
-                await task_service.end_canceled(session, held)
+                await lifecycle.end_canceled(session, held)
         elif step == "expire_and_reap":
             await session.execute(
                 update(Task)
                 .where(Task.id == task.id, Task.status == TaskStatus.running)
                 .values(lease_expires_at=utc_now() - timedelta(seconds=1))
             )
-            await task_service.reap_expired_leases(session, limit=10)
+            await scheduling.reap_expired_leases(session, limit=10)
         elif step == "promote":
             await session.execute(
                 update(Task)
                 .where(Task.id == task.id, Task.status == TaskStatus.retrying)
                 .values(run_at=utc_now() - timedelta(seconds=1))
             )
-            await task_service.promote_due_retries(session, limit=10)
+            await scheduling.promote_due_retries(session, limit=10)
         elif step == "stale_attempt_succeeds":
             stale = Task(id=current.id, project_id=current.project_id, attempt=current.attempt - 1)
-            await task_service.succeed(session, stale, result={"stale": True})
+            await lifecycle.succeed(session, stale, result={"stale": True})
     return held
 
 

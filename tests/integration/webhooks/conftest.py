@@ -14,7 +14,6 @@ from app.core.db import transaction, utc_now
 from app.events import service as event_service
 from app.events.models import Event
 from app.projects.models import Project
-from app.webhooks import service as webhook_service
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks.signing import new_secret
 from tests.factories import make_project, make_user
@@ -89,10 +88,15 @@ async def emit(
     """Record an event the way services do (deliveries join its transaction)."""
     async with transaction(db) as session:
         event = event_service.record(
-            session, kind, project_id=project.id, subject_id=uuid.uuid4(), actor=None, data={}
+            session,
+            kind,
+            project_id=project.id,
+            subject_id=uuid.uuid4(),
+            actor=None,
+            data={},
+            subject=subject,
+            request_id=request_id,
         )
-        if subject is not None:
-            webhook_service.attach_subject(session, event, subject, request_id=request_id)
     return event
 
 

@@ -17,7 +17,7 @@ from app import __version__
 from app.core.config import WebhookSettings
 from app.core.db import transaction, utc_now
 from app.projects.models import Project
-from app.webhooks import service as webhook_service
+from app.webhooks import attempts
 from app.webhooks.delivery import deliver
 from app.webhooks.models import DeliveryState, WebhookDelivery, WebhookEndpoint
 from app.webhooks.signing import new_secret
@@ -427,9 +427,9 @@ class TestClaims:
         db: async_sessionmaker[AsyncSession],
         delivery: WebhookDelivery,
         settings: WebhookSettings,
-    ) -> webhook_service.Claim | str:
+    ) -> attempts.Claim | attempts.Skip:
         async with transaction(db) as session:
-            return await webhook_service.claim(session, delivery.id, settings=settings)
+            return await attempts.claim(session, delivery.id, settings=settings)
 
     async def test_a_claimed_delivery_cannot_be_claimed_again(
         self,
@@ -441,7 +441,7 @@ class TestClaims:
         first = await self._claim(db, one_delivery, webhook_settings)
         duplicate = await deliver(db, one_delivery.id, settings=webhook_settings)
 
-        assert isinstance(first, webhook_service.Claim)
+        assert isinstance(first, attempts.Claim)
         assert duplicate == "not_available"
         assert receiver.received() == []
 
@@ -457,7 +457,7 @@ class TestClaims:
 
         claims = [await self._claim(db, delivery, settings) for delivery in deliveries]
 
-        assert [isinstance(claim, webhook_service.Claim) for claim in claims[:2]] == [True, True]
+        assert [isinstance(claim, attempts.Claim) for claim in claims[:2]] == [True, True]
         assert claims[2] == "busy"
         assert (await reload(db, deliveries[2].id)).dispatched_at is None  # for the scheduler
 
@@ -472,7 +472,7 @@ class TestClaims:
 
         claims = [await self._claim(db, delivery, webhook_settings) for delivery in deliveries]
 
-        assert isinstance(claims[0], webhook_service.Claim)
+        assert isinstance(claims[0], attempts.Claim)
         assert claims[1] == "busy"
 
     async def test_the_claim_of_a_dead_worker_expires_and_the_same_webhook_id_is_sent(
@@ -487,7 +487,7 @@ class TestClaims:
 
         outcome = await deliver(db, one_delivery.id, settings=webhook_settings)
 
-        assert isinstance(lost, webhook_service.Claim)
+        assert isinstance(lost, attempts.Claim)
         assert outcome == "succeeded"
         assert webhook_ids(receiver.received()) == [str(one_delivery.id)]
         assert (await reload(db, one_delivery.id)).attempt == 2

@@ -16,14 +16,14 @@ from redis.asyncio import Redis
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
+from app.core.config import Settings, WebhookSettings
 from app.core.db import transaction, utc_now
 from app.projects.models import Project
-from app.tasks.dispatch import Publisher
-from app.webhooks.delivery import dispatch_due
-from app.webhooks.dispatch import DeliveryPublisher
+from app.webhooks import scheduling
 from app.webhooks.models import WebhookDelivery
+from app.worker import enqueue
 from app.worker.celery_app import create_celery
+from app.worker.enqueue import Publisher
 from app.worker.scheduler import tick
 from tests.integration.webhooks.conftest import deliveries_of, emit, make_endpoint, reload
 
@@ -31,10 +31,22 @@ URL = "https://hooks.example.com/taskgate"
 
 
 @pytest.fixture
-def deliveries_publisher(settings: Settings) -> Iterator[DeliveryPublisher]:
+def deliveries_publisher(settings: Settings) -> Iterator[Publisher]:
     celery = create_celery(settings)
-    yield DeliveryPublisher(celery, timeout_s=10, breaker_s=5, background=False)
+    yield Publisher(celery, breaker_s=5)
     celery.close()
+
+
+async def dispatch_due(
+    db: async_sessionmaker[AsyncSession],
+    publisher: Publisher,
+    redis: Redis,
+    settings: WebhookSettings,
+    *,
+    limit: int,
+) -> int:
+    with enqueue.using(publisher):
+        return await scheduling.dispatch_due(db, redis, settings, limit=limit)
 
 
 @pytest.fixture
@@ -69,7 +81,7 @@ class TestDispatchDue:
         db: async_sessionmaker[AsyncSession],
         project: Project,
         settings: Settings,
-        deliveries_publisher: DeliveryPublisher,
+        deliveries_publisher: Publisher,
         empty_queue: Redis,
     ) -> None:
         await make_endpoint(db, project, URL)
@@ -96,7 +108,7 @@ class TestDispatchDue:
         db: async_sessionmaker[AsyncSession],
         project: Project,
         settings: Settings,
-        deliveries_publisher: DeliveryPublisher,
+        deliveries_publisher: Publisher,
         empty_queue: Redis,
     ) -> None:
         await make_endpoint(db, project, URL)
@@ -117,7 +129,7 @@ class TestDispatchDue:
         db: async_sessionmaker[AsyncSession],
         project: Project,
         settings: Settings,
-        deliveries_publisher: DeliveryPublisher,
+        deliveries_publisher: Publisher,
         empty_queue: Redis,
     ) -> None:
         await make_endpoint(db, project, URL)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from app.tasks.service import retry_delay
+from app.tasks.lifecycle import retry_delay
 from app.tasktypes.builtin import PrimesInput, count_primes
 from app.tasktypes.registry import (
     Registry,

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from app.core.config import WebhookSettings
+from app.webhooks.attempts import next_attempt_delay
 from app.webhooks.sender import EXCERPT_CHARS, Outcome, excerpt, retry_after
-from app.webhooks.service import next_attempt_delay
 
 SETTINGS = WebhookSettings()
 

@@ -1,0 +1,65 @@
+"""Result retention: a scheduler step that drops the results of tasks that succeeded more than
+`files.result_retention_days` ago, rows and S3 objects, in bounded batches (several schedulers
+may run it at once: `SKIP LOCKED`; a pass interrupted halfway is simply done again)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.db import transaction, utc_now
+from app.core.scheduling import Periodic
+from app.events import service as event_service
+from app.files import service as file_service
+from app.files.storage import Storage, StorageError
+from app.tasks.repository import TaskRepository
+
+
+async def expire_results(
+    session: AsyncSession, *, storage: Storage, finished_before: datetime, limit: int
+) -> int:
+    """Drop the results of up to `limit` tasks that succeeded before `finished_before`, with their
+    S3 objects (deleted before the commit; deleting again after a failed commit is harmless)."""
+    expired = await TaskRepository(session).expire_results(
+        finished_before=finished_before, limit=limit
+    )
+    await file_service.delete_results(storage, [key for _, _, key in expired if key is not None])
+    for task_id, project_id, key in expired:
+        event_service.record(
+            session,
+            "task.result_expired",
+            project_id=project_id,
+            subject_id=task_id,
+            actor=None,
+            data={"in_s3": key is not None},
+        )
+    return len(expired)
+
+
+class ResultRetention(Periodic):
+    """Runs every `files.retention_interval_s`, and again at once while batches come back full."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        super().__init__(
+            lambda context: self.sweep(context.sessionmaker),
+            interval_s=storage.files.retention_interval_s,
+            batch=storage.files.retention_batch,
+            skip_on=(StorageError,),
+        )
+
+    async def sweep(
+        self, sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime | None = None
+    ) -> dict[str, int]:
+        """One batch."""
+        now = now or utc_now()
+        files = self.storage.files
+        async with transaction(sessionmaker) as session:
+            results = await expire_results(
+                session,
+                storage=self.storage,
+                finished_before=now - timedelta(days=files.result_retention_days),
+                limit=files.retention_batch,
+            )
+        return {"results_expired": results}

@@ -1,0 +1,252 @@
+"""Enqueueing Celery jobs: the one way any domain hands work to the workers.
+
+A domain calls `enqueue(session, Job.x, arg, queue=…)` inside its transaction. The messages are
+published once that transaction has committed (never on rollback), all of them in one hop off
+the event loop, through this process's `Publisher`: in the API in the background, so the
+response does not wait for the broker; in workers and the scheduler before `transaction()`
+returns. A message the broker refuses goes to its `unsent` callback, in a short transaction of
+its own, which marks its rows for the scheduler to publish again. After a broker failure the
+breaker skips the broker for `breaker_s`, so an outage costs one timeout, not one per message.
+
+Domains never talk to Celery directly; the API enqueues by job name and never imports job code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.db import after_commit, sessionmaker_of, transaction
+from app.worker.names import Job, Queue
+
+log = logging.getLogger(__name__)
+
+# Seconds past a job's own timeout before Celery kills the pool process still running it.
+HARD_LIMIT_GRACE_S = 30
+
+# What the broker refused to take: the domain marks these rows for the scheduler.
+Unsent = Callable[[AsyncSession, Sequence["Message"]], Awaitable[None]]
+
+BROKER_ERRORS = (OperationalError, KombuError, RedisError, OSError)
+
+
+@dataclass(frozen=True)
+class Message:
+    job: Job
+    args: tuple[str, ...]
+    queue: Queue
+    time_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    message: Message
+    unsent: Unsent | None
+
+
+class Publisher:
+    """Sends jobs to the broker; one per process. `background` (the API) publishes after commit
+    without making the caller wait."""
+
+    def __init__(self, celery: Celery, *, breaker_s: float, background: bool = False) -> None:
+        self.celery = celery
+        self.breaker_s = breaker_s
+        self.background = background
+        self._open_until = 0.0
+        self._lock = threading.Lock()
+        self._pending: set[asyncio.Task[None]] = set()
+        self.sent = 0
+        self.refused = 0
+
+    @property
+    def is_open(self) -> bool:
+        """True while the breaker is open: the broker failed less than `breaker_s` ago."""
+        return time.monotonic() < self._open_until
+
+    def send(self, messages: Sequence[Message]) -> list[Message]:
+        """Publish in order (blocking); return the messages that were not published."""
+        for index, message in enumerate(messages):
+            if self.is_open:
+                return self._refused(messages[index:])
+            try:
+                self.celery.send_task(
+                    message.job.value,
+                    args=list(message.args),
+                    queue=message.queue.value,
+                    routing_key=message.queue.value,
+                    time_limit=message.time_limit,
+                    retry=False,
+                )
+            except BROKER_ERRORS as exc:
+                with self._lock:
+                    self._open_until = time.monotonic() + self.breaker_s
+                log.warning(
+                    "publish failed; the scheduler will publish later",
+                    extra={"job": message.job.value, "job_args": message.args, "error": repr(exc)},
+                )
+                return self._refused(messages[index:])
+            self.sent += 1
+        return []
+
+    def _refused(self, messages: Sequence[Message]) -> list[Message]:
+        self.refused += len(messages)
+        return list(messages)
+
+    async def publish(
+        self,
+        pending: Sequence[_Pending],
+        sessionmaker: async_sessionmaker[AsyncSession] | None,
+    ) -> None:
+        unsent = await asyncio.to_thread(self.send, [item.message for item in pending])
+        if unsent:
+            await _hand_back(pending, unsent, sessionmaker)
+
+    def publish_after_commit(
+        self,
+        pending: Sequence[_Pending],
+        sessionmaker: async_sessionmaker[AsyncSession] | None,
+    ) -> Awaitable[None] | None:
+        work = self.publish(pending, sessionmaker)
+        if not self.background:
+            return work
+        job = asyncio.ensure_future(work)
+        self._pending.add(job)
+        job.add_done_callback(self._pending.discard)
+        return None
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait for background publishes (on shutdown)."""
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=timeout_s)
+
+
+async def _hand_back(
+    pending: Sequence[_Pending],
+    unsent: Sequence[Message],
+    sessionmaker: async_sessionmaker[AsyncSession] | None,
+) -> None:
+    """Give each refused message to its `unsent` callback, grouped, in one short transaction."""
+    refused = set(map(id, unsent))
+    groups: dict[Unsent, list[Message]] = {}
+    for item in pending:
+        if item.unsent is not None and id(item.message) in refused:
+            groups.setdefault(item.unsent, []).append(item.message)
+    if not groups:
+        return
+    if sessionmaker is None:  # a bare session: the scheduler finds the rows once they are stale
+        log.warning("unsent jobs left for the scheduler", extra={"count": len(unsent)})
+        return
+    try:
+        async with transaction(sessionmaker) as session:
+            for callback, messages in groups.items():
+                await callback(session, messages)
+    except Exception:  # the scheduler re-publishes stale dispatches anyway
+        log.exception("could not mark unsent jobs", extra={"count": len(unsent)})
+
+
+_process_publisher: Publisher | None = None
+_publisher_override: contextvars.ContextVar[Publisher | None] = contextvars.ContextVar(
+    "taskgate_publisher", default=None
+)
+_PENDING_KEY = "taskgate_enqueued"
+
+
+def configure(publisher: Publisher | None) -> None:
+    """Make `publisher` the one this process publishes through (None: publish nothing)."""
+    global _process_publisher
+    _process_publisher = publisher
+
+
+def current() -> Publisher | None:
+    return _publisher_override.get() or _process_publisher
+
+
+@contextlib.contextmanager
+def using(publisher: Publisher) -> Iterator[None]:
+    """Publish through `publisher` inside this block (and the coroutines it starts)."""
+    token = _publisher_override.set(publisher)
+    try:
+        yield
+    finally:
+        _publisher_override.reset(token)
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    refused: int = 0
+
+
+@contextlib.contextmanager
+def tally() -> Iterator[Tally]:
+    """Count what the current publisher sent and refused inside this block (filled on exit);
+    with a publisher that does not publish in the background, that is all the block enqueued."""
+    counts = Tally()
+    publisher = current()
+    sent, refused = (publisher.sent, publisher.refused) if publisher is not None else (0, 0)
+    try:
+        yield counts
+    finally:
+        if publisher is not None:
+            counts.sent, counts.refused = publisher.sent - sent, publisher.refused - refused
+
+
+def available() -> bool:
+    """Whether a message enqueued now is likely to be published: a publisher, breaker closed."""
+    publisher = current()
+    return publisher is not None and not publisher.is_open
+
+
+def enqueue(
+    session: AsyncSession,
+    job: Job,
+    *args: str,
+    queue: Queue,
+    timeout_s: float | None = None,
+    unsent: Unsent | None = None,
+) -> None:
+    """Publish `job(*args)` on `queue` once the session's transaction commits.
+
+    `timeout_s`: the job's own time box; Celery kills it `HARD_LIMIT_GRACE_S` later. `unsent`:
+    called with what the broker refused (or all of it, when this process has no publisher), in
+    a transaction of its own, to leave the rows for the scheduler.
+    """
+    time_limit = None if timeout_s is None else int(timeout_s) + HARD_LIMIT_GRACE_S
+    item = _Pending(Message(job, tuple(args), queue, time_limit), unsent)
+    batch: list[_Pending] | None = session.info.get(_PENDING_KEY)
+    if batch is not None:
+        batch.append(item)
+        return
+    batch = session.info[_PENDING_KEY] = [item]
+    publisher = current()
+    sessionmaker = sessionmaker_of(session)
+
+    def flush() -> Awaitable[None] | None:
+        session.info.pop(_PENDING_KEY, None)
+        if publisher is None:
+            return _hand_back(batch, [pending.message for pending in batch], sessionmaker)
+        return publisher.publish_after_commit(batch, sessionmaker)
+
+    after_commit(session, flush)
+
+
+async def empty_queues(redis: Redis, queues: Collection[Queue]) -> set[Queue]:
+    """The queues that hold no message now (none when Redis cannot say): a row published long
+    ago whose queue has drained was lost with the broker, not merely waiting its turn."""
+    try:
+        lengths = [int(await redis.llen(queue.value)) for queue in queues]
+    except (RedisError, OSError):
+        return set()
+    return {queue for queue, length in zip(queues, lengths, strict=True) if length == 0}
