@@ -117,6 +117,11 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def validation_detail(errors: list[dict[str, Any]], *, limit: int = 1000) -> str:
+    """One line naming each failed field: `body.input.n: Input should be a valid integer; …`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)[:limit]
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)  # noqa: S101
     errors = [
@@ -128,7 +133,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         type_="validation-error",
         title="Request validation failed",
-        detail="; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)[:1000],
+        detail=validation_detail(errors),
         errors=errors,
     )
 

@@ -20,7 +20,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from app.core.errors import AppError
 
-DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 MAX_CURSOR_LENGTH = 512
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 import uuid
@@ -31,8 +32,8 @@ from app.tasktypes.registry import (
 log = logging.getLogger(__name__)
 
 
-class _Outcome:
-    """Why an attempt stopped early: canceled, timed out, or lease lost."""
+class StopReason(enum.StrEnum):
+    """Why an attempt stopped before its handler returned."""
 
     canceled = "canceled"
     timed_out = "timed_out"
@@ -101,15 +102,15 @@ async def _run_leased(
     stopped = await _supervise(
         sessionmaker, task, run, context, limits, deadline=started + task.timeout_s
     )
-    if stopped == _Outcome.lease_lost:
+    if stopped == StopReason.lease_lost:
         log.warning("lease lost; the attempt's outcome is discarded")
         return
-    if stopped == _Outcome.canceled:
+    if stopped == StopReason.canceled:
         async with transaction(sessionmaker) as session:
             await lifecycle.end_canceled(session, task)
         log.info("task canceled")
         return
-    if stopped == _Outcome.timed_out:
+    if stopped == StopReason.timed_out:
         message = f"attempt exceeded timeout_s={task.timeout_s}"
         await _fail(sessionmaker, task, "timeout", message, True, limits)
         return
@@ -139,7 +140,7 @@ async def _supervise(
     limits: TaskSettings,
     *,
     deadline: float,
-) -> str | None:
+) -> StopReason | None:
     """Heartbeat until the handler ends; stop it on cancel, timeout or a lost lease."""
     while True:
         wait_s = max(0.0, min(limits.heartbeat_s, deadline - time.monotonic()))
@@ -148,12 +149,12 @@ async def _supervise(
             await _beat(sessionmaker, task, context, limits)  # last progress
             return None
         if time.monotonic() >= deadline:
-            return await _stop(run, context, _Outcome.timed_out)
+            return await _stop(run, context, StopReason.timed_out)
         current = await _beat(sessionmaker, task, context, limits)
         if current is None:
-            return await _stop(run, context, _Outcome.lease_lost)
+            return await _stop(run, context, StopReason.lease_lost)
         if current.cancel_requested_at is not None:
-            return await _stop(run, context, _Outcome.canceled)
+            return await _stop(run, context, StopReason.canceled)
 
 
 async def _beat(
@@ -172,11 +173,11 @@ async def _beat(
         )
 
 
-async def _stop(run: asyncio.Task[Any], context: TaskContext, outcome: str) -> str:
+async def _stop(run: asyncio.Task[Any], context: TaskContext, reason: StopReason) -> StopReason:
     context.stop()  # cooperative: sync handlers in threads see it at their next stop point
     run.cancel()
     await asyncio.gather(run, return_exceptions=True)
-    return outcome
+    return reason
 
 
 async def _succeed(

@@ -23,7 +23,7 @@ class TaskSubmit(BaseModel):
     timeout_s: int | None = Field(None, ge=1, description="Per attempt. Default: the type's.")
 
 
-class TaskError(BaseModel):
+class TaskErrorRead(BaseModel):
     type: str
     message: str
 
@@ -39,7 +39,7 @@ class TaskRead(BaseModel):
     input: dict[str, Any]
     result: Any | None
     result_url: str | None = None
-    error: TaskError | None
+    error: TaskErrorRead | None
     progress: float | None
     progress_message: str | None
     attempt: int

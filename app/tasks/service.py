@@ -21,6 +21,7 @@ from app.auth.dependencies import Principal
 from app.core.config import TaskSettings
 from app.core.context import request_id_var
 from app.core.db import transaction, utc_now
+from app.core.errors import validation_detail
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.events import service as event_service
 from app.events.models import Event
@@ -69,8 +70,9 @@ def _validated(data: TaskSubmit, registry: Registry, limits: TaskSettings) -> di
             {"loc": ["body", "input", *error["loc"]], "msg": error["msg"], "type": error["type"]}
             for error in exc.errors(include_url=False, include_context=False, include_input=False)
         ]
-        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        raise InvalidTaskInput(detail[:ERROR_MESSAGE_LIMIT], errors) from None
+        raise InvalidTaskInput(
+            validation_detail(errors, limit=ERROR_MESSAGE_LIMIT), errors
+        ) from None
     max_attempts = data.max_attempts or task_type.default_max_attempts
     timeout_s = data.timeout_s or task_type.default_timeout_s
     if max_attempts > limits.max_attempts_cap:
@@ -100,8 +102,7 @@ async def _check_file_refs(
             for location, ref in refs
             if ref in missing
         ]
-        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        raise InvalidTaskInput(detail[:ERROR_MESSAGE_LIMIT], errors)
+        raise InvalidTaskInput(validation_detail(errors, limit=ERROR_MESSAGE_LIMIT), errors)
 
 
 async def submit(
