@@ -139,6 +139,9 @@ cli.add_typer(tasks, name="tasks")
 
 
 def main() -> None:
+    from app import wiring
+
+    wiring.subscribe_all()  # the events CLI commands record get their webhook deliveries
     cli()
 
 
