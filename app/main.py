@@ -25,7 +25,6 @@ from app.projects.router import router as projects_router
 from app.tasks.router import router as tasks_router
 from app.tasks.waiter import TaskWaiter
 from app.webhooks.router import router as webhooks_router
-from app.worker.celery_app import create_celery
 
 DESCRIPTION = (
     "Run background work behind an authenticated REST API: submit typed tasks to a project, "
@@ -44,18 +43,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = redis
-        celery = create_celery(settings)
         # Jobs are published right after commit, without delaying the response.
-        app.state.publisher = publisher = wiring.wire_process(celery, settings, background=True)
+        app.state.publisher = publisher = wiring.wire_process(settings, background=True)
         app.state.task_waiter = waiter = TaskWaiter(settings.database)
         await waiter.start()
         try:
             yield
         finally:
-            await publisher.drain()
+            await publisher.close()
             wiring.unwire_process()
             await waiter.stop()
-            celery.close()
             await redis.aclose()
             await engine.dispose()
 

@@ -3,9 +3,8 @@ each worker process (first job), the scheduler. One place, so no process forgets
 
 from __future__ import annotations
 
-from celery import Celery
-
 from app.core.config import Settings
+from app.core.redis import create_redis
 from app.webhooks import outbox
 from app.worker import enqueue
 
@@ -16,10 +15,13 @@ def subscribe_all() -> None:
     outbox.subscribe()
 
 
-def wire_process(celery: Celery, settings: Settings, *, background: bool) -> enqueue.Publisher:
-    """Publish this process's jobs through `celery`; webhooks subscribe to events."""
+def wire_process(settings: Settings, *, background: bool) -> enqueue.Publisher:
+    """Publish this process's jobs to the broker of `settings`; webhooks subscribe to events.
+    The caller closes the publisher (`await publisher.close()`) when the process stops."""
     publisher = enqueue.Publisher(
-        celery, breaker_s=settings.tasks.publish_breaker_s, background=background
+        create_redis(settings.redis),
+        breaker_s=settings.tasks.publish_breaker_s,
+        background=background,
     )
     enqueue.configure(publisher)
     subscribe_all()

@@ -28,6 +28,7 @@ from app.devstack import DevStack, StackUrls
 from app.main import create_app
 from app.webhooks import outbox
 from app.worker.celery_app import create_celery
+from app.worker.enqueue import Publisher
 from tests.platform import FAST_SETTINGS, Platform
 from tests.support import ProcessGroup, plain_dsn, run_alembic, settings_env
 
@@ -120,6 +121,14 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
     client = create_redis(settings.redis)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
+    """A publisher on this session's broker, as the scheduler and workers have one."""
+    publisher = Publisher(create_redis(settings.redis), breaker_s=5)
+    yield publisher
+    await publisher.close()
 
 
 @pytest.fixture

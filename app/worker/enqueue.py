@@ -1,8 +1,9 @@
 """Enqueueing Celery jobs: the one way any domain hands work to the workers.
 
 A domain calls `enqueue(session, Job.x, arg, queue=…)` inside its transaction. The messages are
-published once that transaction has committed (never on rollback), all of them in one hop off
-the event loop, through this process's `Publisher`: in the API in the background, so the
+published once that transaction has committed (never on rollback), pipelined in one round trip,
+through this process's `Publisher` (Celery messages written straight onto the Redis queues,
+`wire.py`): in the API in the background, so the
 response does not wait for the broker; in workers and the scheduler before `transaction()`
 returns. A message the broker refuses goes to its `unsent` callback, in a short transaction of
 its own, which marks its rows for the scheduler to publish again. After a broker failure the
@@ -17,18 +18,17 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
-from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import after_commit, sessionmaker_of, transaction
+from app.worker import wire
 from app.worker.names import Job, Queue
 
 log = logging.getLogger(__name__)
@@ -57,16 +57,18 @@ class _Pending:
 
 
 class Publisher:
-    """Sends jobs to the broker; one per process. `background` (the API) publishes after commit
-    without making the caller wait."""
+    """Pushes jobs onto their broker queues; one per process. `background` (the API) publishes
+    after commit without making the caller wait: whatever commits while a push is under way goes
+    in the next one, so under load many messages share one round trip, and a lone one waits for
+    nothing."""
 
-    def __init__(self, celery: Celery, *, breaker_s: float, background: bool = False) -> None:
-        self.celery = celery
+    def __init__(self, redis: Redis, *, breaker_s: float, background: bool = False) -> None:
+        self.redis = redis
         self.breaker_s = breaker_s
         self.background = background
         self._open_until = 0.0
-        self._lock = threading.Lock()
-        self._pending: set[asyncio.Task[None]] = set()
+        self._backlog: list[tuple[Sequence[_Pending], async_sessionmaker[AsyncSession] | None]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self.sent = 0
         self.refused = 0
 
@@ -75,29 +77,34 @@ class Publisher:
         """True while the breaker is open: the broker failed less than `breaker_s` ago."""
         return time.monotonic() < self._open_until
 
-    def send(self, messages: Sequence[Message]) -> list[Message]:
-        """Publish in order (blocking); return the messages that were not published."""
-        for index, message in enumerate(messages):
-            if self.is_open:
-                return self._refused(messages[index:])
-            try:
-                self.celery.send_task(
-                    message.job.value,
-                    args=list(message.args),
-                    queue=message.queue.value,
-                    routing_key=message.queue.value,
-                    time_limit=message.time_limit,
-                    retry=False,
-                )
-            except BROKER_ERRORS as exc:
-                with self._lock:
-                    self._open_until = time.monotonic() + self.breaker_s
-                log.warning(
-                    "publish failed; the scheduler will publish later",
-                    extra={"job": message.job.value, "job_args": message.args, "error": repr(exc)},
-                )
-                return self._refused(messages[index:])
-            self.sent += 1
+    async def send(self, messages: Sequence[Message]) -> list[Message]:
+        """Publish in one pipelined round trip; return the messages that were not published
+        (all of them on a failure: a message pushed twice runs once, guarded by its rows)."""
+        if not messages:
+            return []
+        if self.is_open:
+            return self._refused(messages)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for message in messages:
+                    pipe.lpush(
+                        message.queue.value,
+                        wire.task_message(
+                            message.job.value,
+                            message.args,
+                            queue=message.queue.value,
+                            time_limit=message.time_limit,
+                        ),
+                    )
+                await pipe.execute()
+        except BROKER_ERRORS as exc:
+            self._open_until = time.monotonic() + self.breaker_s
+            log.warning(
+                "publish failed; the scheduler will publish later",
+                extra={"jobs": len(messages), "error": repr(exc)},
+            )
+            return self._refused(messages)
+        self.sent += len(messages)
         return []
 
     def _refused(self, messages: Sequence[Message]) -> list[Message]:
@@ -109,7 +116,7 @@ class Publisher:
         pending: Sequence[_Pending],
         sessionmaker: async_sessionmaker[AsyncSession] | None,
     ) -> None:
-        unsent = await asyncio.to_thread(self.send, [item.message for item in pending])
+        unsent = await self.send([item.message for item in pending])
         if unsent:
             await _hand_back(pending, unsent, sessionmaker)
 
@@ -118,18 +125,29 @@ class Publisher:
         pending: Sequence[_Pending],
         sessionmaker: async_sessionmaker[AsyncSession] | None,
     ) -> Awaitable[None] | None:
-        work = self.publish(pending, sessionmaker)
         if not self.background:
-            return work
-        job = asyncio.ensure_future(work)
-        self._pending.add(job)
-        job.add_done_callback(self._pending.discard)
+            return self.publish(pending, sessionmaker)
+        self._backlog.append((pending, sessionmaker))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
         return None
 
+    async def _flush(self) -> None:
+        while self._backlog:
+            batch, self._backlog = self._backlog, []
+            unsent = await self.send([item.message for pending, _ in batch for item in pending])
+            if unsent:
+                for pending, sessionmaker in batch:
+                    await _hand_back(pending, unsent, sessionmaker)
+
     async def drain(self, timeout_s: float = 10.0) -> None:
-        """Wait for background publishes (on shutdown)."""
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=timeout_s)
+        """Wait for background publishes (on shutdown, and in tests)."""
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher}, timeout=timeout_s)
+
+    async def close(self) -> None:
+        await self.drain()
+        await self.redis.aclose()
 
 
 async def _hand_back(

@@ -14,13 +14,13 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from celery import current_app
 from celery.signals import worker_process_shutdown
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import wiring
 from app.core.config import get_settings
 from app.core.db import create_engine, create_sessionmaker
+from app.worker import enqueue
 
 T = TypeVar("T")
 
@@ -31,6 +31,7 @@ class _Runtime:
     loop: asyncio.AbstractEventLoop
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    publisher: enqueue.Publisher
 
 
 _runtime: _Runtime | None = None
@@ -45,9 +46,9 @@ def _current() -> _Runtime:
         # Each pool process needs few connections: one job at a time, plus its heartbeat.
         database = settings.database.model_copy(update={"pool_size": 2, "max_overflow": 2})
         engine = create_engine(database)
-        _runtime = _Runtime(os.getpid(), loop, engine, create_sessionmaker(engine))
         # Follow-up jobs (a finished task's webhooks) are published before the job returns.
-        wiring.wire_process(current_app, settings, background=False)
+        publisher = wiring.wire_process(settings, background=False)
+        _runtime = _Runtime(os.getpid(), loop, engine, create_sessionmaker(engine), publisher)
     return _runtime
 
 
@@ -65,6 +66,7 @@ def shutdown() -> None:
     global _runtime
     if _runtime is not None and _runtime.pid == os.getpid():
         _runtime.loop.run_until_complete(_runtime.engine.dispose())
+        _runtime.loop.run_until_complete(_runtime.publisher.close())
         _runtime.loop.close()
         wiring.unwire_process()
     _runtime = None

@@ -31,7 +31,6 @@ from app.tasks import scheduling as task_scheduling
 from app.tasks.retention import ResultRetention
 from app.webhooks import scheduling as webhook_scheduling
 from app.worker import enqueue
-from app.worker.celery_app import create_celery
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +80,8 @@ async def run_scheduler(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     engine = create_engine(settings.database.model_copy(update={"pool_size": 2}))
     redis = create_redis(settings.redis)
-    celery = create_celery(settings)
     # Also for the events this loop records (reaped tasks): their deliveries are published.
-    publisher = wiring.wire_process(celery, settings, background=False)
+    publisher = wiring.wire_process(settings, background=False)
     sessionmaker = create_sessionmaker(engine)
     every_step = steps(settings)
     log.info("scheduler started", extra={"interval_s": settings.tasks.scheduler_interval_s})
@@ -98,6 +96,6 @@ async def run_scheduler(settings: Settings) -> None:
     finally:
         log.info("scheduler stopping")
         wiring.unwire_process()
-        celery.close()
+        await publisher.close()
         await redis.aclose()
         await engine.dispose()

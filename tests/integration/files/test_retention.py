@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -23,7 +22,6 @@ from app.files.storage import Storage, object_key
 from app.projects.models import Project
 from app.tasks.models import Task, TaskStatus
 from app.tasks.retention import ResultRetention
-from app.worker.celery_app import create_celery
 from app.worker.enqueue import Publisher
 from app.worker.scheduler import tick
 from tests.integration.files.conftest import make_file, object_bytes
@@ -168,13 +166,6 @@ def storages(settings: Settings) -> tuple[Storage, Storage]:
     """The default storage, and one whose uploads are kept two days once ready."""
     files = settings.files.model_copy(update={"upload_retention_days": 2.0})
     return Storage.from_settings(settings), Storage(s3=settings.s3, files=files)
-
-
-@pytest.fixture
-def publisher(settings: Settings) -> Iterator[Publisher]:
-    celery = create_celery(settings)
-    yield Publisher(celery, breaker_s=5)
-    celery.close()
 
 
 @pytest.fixture

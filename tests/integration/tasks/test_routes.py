@@ -11,7 +11,9 @@ from redis.asyncio import Redis
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.config import RedisSettings
 from app.core.db import utc_now
+from app.core.redis import create_redis
 from app.events.models import Event
 from app.projects.models import ApiKeyScope, Project, Role
 from app.tasks.models import Task, TaskStatus
@@ -215,7 +217,8 @@ class TestBrokerOutage:
     ) -> None:
         headers, project = await _owner_and_project(session)
         publisher = app.state.publisher
-        publisher.celery.conf.broker_url = "redis://127.0.0.1:1/0"
+        await publisher.redis.aclose()
+        publisher.redis = create_redis(RedisSettings(url="redis://127.0.0.1:1/0"))
 
         response = await _submit(client, project, headers)
         await app.state.publisher.drain()

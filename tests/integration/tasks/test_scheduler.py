@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import transaction, utc_now
+from app.core.redis import create_redis
 from app.projects.models import Project
 from app.tasks import scheduling
 from app.tasks.models import Priority, TaskStatus
-from app.worker.celery_app import create_celery
 from app.worker.enqueue import Publisher
 from app.worker.scheduler import tick
 from tests.integration.tasks.conftest import event_kinds, make_task, reload
@@ -25,22 +25,15 @@ from tests.support import free_port
 
 
 @pytest.fixture
-def publisher(settings: Settings) -> Iterator[Publisher]:
-    celery = create_celery(settings)
-    yield Publisher(celery, breaker_s=5)
-    celery.close()
-
-
-@pytest.fixture
-def dead_publisher(settings: Settings) -> Iterator[Publisher]:
+async def dead_publisher(settings: Settings) -> AsyncIterator[Publisher]:
     dead = settings.model_copy(
         update={
             "redis": settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{free_port()}/0"})
         }
     )
-    celery = create_celery(dead)
-    yield Publisher(celery, breaker_s=5)
-    celery.close()
+    publisher = Publisher(create_redis(dead.redis), breaker_s=5)
+    yield publisher
+    await publisher.close()
 
 
 async def queued_task_ids(redis: Redis, queue: str) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -22,7 +22,6 @@ from app.projects.models import Project
 from app.webhooks import scheduling
 from app.webhooks.models import WebhookDelivery
 from app.worker import enqueue
-from app.worker.celery_app import create_celery
 from app.worker.enqueue import Publisher
 from app.worker.scheduler import tick
 from tests.integration.webhooks.conftest import deliveries_of, emit, make_endpoint, reload
@@ -31,10 +30,8 @@ URL = "https://hooks.example.com/taskgate"
 
 
 @pytest.fixture
-def deliveries_publisher(settings: Settings) -> Iterator[Publisher]:
-    celery = create_celery(settings)
-    yield Publisher(celery, breaker_s=5)
-    celery.close()
+def deliveries_publisher(publisher: Publisher) -> Publisher:
+    return publisher
 
 
 async def dispatch_due(
@@ -152,15 +149,12 @@ class TestDispatchDue:
         project: Project,
         settings: Settings,
         empty_queue: Redis,
+        publisher: Publisher,
     ) -> None:
         await make_endpoint(db, project, URL)
         [delivery] = await deliveries_of(db, (await emit(db, project)).id)
-        celery = create_celery(settings)
 
-        try:
-            done = await tick(db, Publisher(celery, breaker_s=5), empty_queue, settings)
-        finally:
-            celery.close()
+        done = await tick(db, publisher, empty_queue, settings)
 
         assert done["webhooks"] >= 1
         assert str(delivery.id) in await queued_delivery_ids(empty_queue)
