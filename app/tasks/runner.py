@@ -146,11 +146,13 @@ async def _supervise(
         wait_s = max(0.0, min(limits.heartbeat_s, deadline - time.monotonic()))
         done, _ = await asyncio.wait({run}, timeout=wait_s)
         if done:
-            await _beat(sessionmaker, task, context, limits)  # last progress
+            # The last progress, if any came since the last beat; otherwise nothing to write.
+            if (progress := context.take_progress()) is not None:
+                await _beat(sessionmaker, task, limits, progress)
             return None
         if time.monotonic() >= deadline:
             return await _stop(run, context, StopReason.timed_out)
-        current = await _beat(sessionmaker, task, context, limits)
+        current = await _beat(sessionmaker, task, limits, context.take_progress())
         if current is None:
             return await _stop(run, context, StopReason.lease_lost)
         if current.cancel_requested_at is not None:
@@ -160,8 +162,8 @@ async def _supervise(
 async def _beat(
     sessionmaker: async_sessionmaker[AsyncSession],
     task: Task,
-    context: TaskContext,
     limits: TaskSettings,
+    progress: tuple[float, str | None] | None,
 ) -> Task | None:
     async with transaction(sessionmaker) as session:
         return await lifecycle.heartbeat(
@@ -169,7 +171,7 @@ async def _beat(
             task.id,
             attempt=task.attempt,
             lease_s=limits.lease_s,
-            progress=context.take_progress(),
+            progress=progress,
         )
 
 
