@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the request's session and settings, and who is calling.
+"""FastAPI dependencies: who is calling.
 
 `CurrentPrincipal` accepts `Authorization: Bearer <JWT access token>` or `Bearer tg_…` (an API
 key of one project). `CurrentUser` is for user-only routes: an API key there is a 403
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,41 +20,10 @@ from app.auth import service as auth_service
 from app.auth.exceptions import InvalidCredentials, UserTokenRequired
 from app.auth.models import User
 from app.auth.principal import Principal
-from app.core.config import Settings
 from app.core.db import after_commit, transaction, utc_now
+from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.security import API_KEY_PREFIX
 from app.projects import service as project_service
-
-__all__ = [
-    "CurrentPrincipal",
-    "CurrentUser",
-    "Principal",
-    "SessionDep",
-    "SessionmakerDep",
-    "SettingsDep",
-    "get_principal",
-]
-
-
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    return sessionmaker
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with transaction(request.app.state.sessionmaker) as session:
-        yield session
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
-# scope="function": commit before the response is sent, so a failed commit is a 500, never a 2xx.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 # Both read `Authorization: Bearer …`; two schemes so the OpenAPI document offers both ways.
 _user_token = OAuth2PasswordBearer(

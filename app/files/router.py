@@ -6,7 +6,8 @@ import uuid
 
 from fastapi import APIRouter, Request, Response, status
 
-from app.auth.dependencies import CurrentPrincipal, SessionDep
+from app.auth.dependencies import CurrentPrincipal
+from app.core.dependencies import SessionDep
 from app.core.errors import Unauthorized, error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.files import service as file_service

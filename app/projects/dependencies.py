@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from app.auth.dependencies import CurrentPrincipal, SessionDep
+from app.auth.dependencies import CurrentPrincipal
+from app.core.dependencies import SessionDep
 from app.projects import service as project_service
 from app.projects.models import Role
 from app.projects.service import ProjectAccess

@@ -6,8 +6,9 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from app.auth.dependencies import CurrentPrincipal, CurrentUser, SessionDep, SettingsDep
+from app.auth.dependencies import CurrentPrincipal, CurrentUser
 from app.auth.exceptions import InvalidCredentials, UserTokenRequired
+from app.core.dependencies import SessionDep, SettingsDep
 from app.core.errors import error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.projects import service as project_service

@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.auth.dependencies import CurrentPrincipal, SessionDep, SessionmakerDep, SettingsDep
+from app.auth.dependencies import CurrentPrincipal
+from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.errors import Unauthorized, error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.events.schemas import EventRead

@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth.dependencies import Principal
+from app.auth.principal import Principal
 from app.core.config import TaskSettings
 from app.core.context import request_id_var
 from app.core.db import after_commit, transaction, utc_now
