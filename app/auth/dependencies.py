@@ -16,6 +16,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.auth import api_keys
 from app.auth import service as auth_service
 from app.auth.exceptions import InvalidCredentials, UserTokenRequired
 from app.auth.models import User
@@ -23,7 +24,6 @@ from app.auth.principal import Principal
 from app.core.db import after_commit, transaction, utc_now
 from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.security import API_KEY_PREFIX
-from app.projects import service as project_service
 
 # Both read `Authorization: Bearer …`; two schemes so the OpenAPI document offers both ways.
 _user_token = OAuth2PasswordBearer(
@@ -44,7 +44,7 @@ async def _record_api_key_use(
     sessionmaker: async_sessionmaker[AsyncSession], key_id: uuid.UUID, now: datetime
 ) -> None:
     async with transaction(sessionmaker) as session:
-        await project_service.touch_api_key(session, key_id=key_id, now=now)
+        await api_keys.touch_api_key(session, key_id=key_id, now=now)
 
 
 async def get_principal(
@@ -59,13 +59,13 @@ async def get_principal(
     if not bearer:
         raise InvalidCredentials()
     if bearer.startswith(API_KEY_PREFIX):
-        api_key = await project_service.authenticate_api_key(
+        api_key = await api_keys.authenticate_api_key(
             session, settings=settings.security, key=bearer
         )
         if api_key is None:
             raise InvalidCredentials()
         now = utc_now()
-        if project_service.api_key_needs_touch(api_key, now):
+        if api_keys.api_key_needs_touch(api_key, now):
             # Once the request's own transaction is over, in a short one of its own.
             after_commit(
                 session, functools.partial(_record_api_key_use, sessionmaker, api_key.id, now)
