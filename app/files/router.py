@@ -6,8 +6,8 @@ import uuid
 
 from fastapi import APIRouter, Request, Response, status
 
-from app.auth.dependencies import CurrentPrincipal
-from app.core.dependencies import SessionDep
+from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
+from app.core.dependencies import SessionDep, SessionmakerDep
 from app.core.errors import Unauthorized, error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.files import service as file_service
@@ -100,8 +100,8 @@ async def create_file(
 async def upload_file(
     project_id: uuid.UUID,
     request: Request,
-    session: SessionDep,
-    principal: CurrentPrincipal,
+    sessionmaker: SessionmakerDep,
+    principal: DetachedPrincipal,
     storage: StorageDep,
 ) -> FileRead:
     """Upload a small file through the API (`multipart/form-data`, one part named `file`).
@@ -112,7 +112,7 @@ async def upload_file(
     """
     length = request.headers.get("content-length")
     file = await file_service.upload(
-        session,
+        sessionmaker,
         principal=principal,
         project_id=project_id,
         content_type=request.headers.get("content-type"),

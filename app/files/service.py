@@ -117,7 +117,7 @@ async def create_upload(
 
 
 async def upload(
-    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
     *,
     principal: Principal,
     project_id: uuid.UUID,
@@ -127,13 +127,12 @@ async def upload(
     storage: Storage,
 ) -> File:
     """Stream a `multipart/form-data` file part to S3 as it arrives; the file is `ready` at once,
-    with its size and sha256."""
-    await project_service.require_role(
-        session, project_id=project_id, principal=principal, role=Role.member
-    )
-    # The body may take long to arrive: hand the pooled connection back meanwhile. Nothing is
-    # written yet (authentication only read); the file row is written once the bytes are stored.
-    await session.commit()
+    with its size and sha256. The body may take long to arrive: a connection is held only to
+    check the role and, once the bytes are stored, to write the file row."""
+    async with transaction(sessionmaker) as session:
+        await project_service.require_role(
+            session, project_id=project_id, principal=principal, role=Role.member
+        )
     limit = storage.files.max_direct_upload_bytes
     if content_length is not None and content_length > limit + FORM_OVERHEAD_BYTES:
         raise FileTooLarge(
@@ -169,23 +168,24 @@ async def upload(
         await asyncio.to_thread(writer.abort)
         raise
     now = utc_now()
-    file = await FileRepository(session).add(
-        File(
-            id=file_id,
-            project_id=project_id,
-            key=key,
-            filename=received.filename,
-            content_type=received.content_type,
-            size=written.size,
-            sha256=written.sha256,
-            status=FileStatus.ready,
-            created_by=principal.actor_id,
-            created_at=now,
-            expires_at=_upload_expiry(storage.files, now),
+    async with transaction(sessionmaker) as session:
+        file = await FileRepository(session).add(
+            File(
+                id=file_id,
+                project_id=project_id,
+                key=key,
+                filename=received.filename,
+                content_type=received.content_type,
+                size=written.size,
+                sha256=written.sha256,
+                status=FileStatus.ready,
+                created_by=principal.actor_id,
+                created_at=now,
+                expires_at=_upload_expiry(storage.files, now),
+            )
         )
-    )
-    _record(session, "file.uploaded", file, actor=principal, sha256=file.sha256)
-    _record(session, "file.ready", file, actor=principal, sha256=file.sha256)
+        _record(session, "file.uploaded", file, actor=principal, sha256=file.sha256)
+        _record(session, "file.ready", file, actor=principal, sha256=file.sha256)
     return file
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.auth.dependencies import CurrentPrincipal
+from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
 from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.errors import Unauthorized, error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
@@ -141,9 +141,8 @@ async def list_tasks(
 )
 async def get_task(
     task_id: uuid.UUID,
-    session: SessionDep,
     sessionmaker: SessionmakerDep,
-    principal: CurrentPrincipal,
+    principal: DetachedPrincipal,
     waiter: WaiterDep,
     storage: StorageDep,
     wait: Annotated[
@@ -156,9 +155,6 @@ async def get_task(
     A result over 64 KiB is kept in S3: `result` is null and `result_url` a presigned GET of
     its JSON, valid for `TASKGATE_FILES__DOWNLOAD_URL_TTL_S` (at most 15 min; read again for a
     fresh one)."""
-    # Authentication used the request's session; give its connection back to the pool, so a
-    # long-poll holds none while it waits (each re-read takes a short session of its own).
-    await session.close()
     task = await task_service.await_finished(
         sessionmaker, waiter, principal=principal, task_id=task_id, wait_s=wait
     )
