@@ -42,6 +42,7 @@ from app.files.storage import (
 from app.files.upload import FORM_OVERHEAD_BYTES, ReceivedFile, receive_file
 from app.projects import service as project_service
 from app.projects.models import Role
+from app.projects.service import ProjectAccess
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +79,13 @@ def _record(
 async def create_upload(
     session: AsyncSession,
     *,
-    principal: Principal,
-    project_id: uuid.UUID,
+    access: ProjectAccess,
     data: FileCreate,
     storage: Storage,
 ) -> tuple[File, PresignedUrl]:
     """Announce a file and sign a PUT for exactly its size and type; it is `pending` until
-    `complete_upload` (or a task using it) finds the object."""
-    await project_service.require_role(
-        session, project_id=project_id, principal=principal, role=Role.member
-    )
+    `complete_upload` (or a task using it) finds the object. `access` is `member` or above."""
+    project_id = access.project_id
     limit = storage.files.max_upload_bytes
     if data.size > limit:
         raise FileTooLarge(f"files may be at most {limit} bytes; this one declares {data.size}")
@@ -101,12 +99,12 @@ async def create_upload(
             content_type=data.content_type,
             size=data.size,
             status=FileStatus.pending,
-            created_by=principal.actor_id,
+            created_by=access.actor_id,
             created_at=now,
             expires_at=now + timedelta(seconds=storage.files.pending_upload_ttl_s),
         )
     )
-    _record(session, "file.created", file, actor=principal, content_type=data.content_type)
+    _record(session, "file.created", file, actor=access.principal, content_type=data.content_type)
     try:  # in a thread: the first signature may fetch credentials (instance metadata)
         url = await asyncio.to_thread(
             storage.upload_url, file.key, content_type=file.content_type, size=file.size
@@ -119,20 +117,16 @@ async def create_upload(
 async def upload(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
-    principal: Principal,
-    project_id: uuid.UUID,
+    access: ProjectAccess,
     content_type: str | None,
     content_length: int | None,
     body: AsyncIterator[bytes],
     storage: Storage,
 ) -> File:
     """Stream a `multipart/form-data` file part to S3 as it arrives; the file is `ready` at once,
-    with its size and sha256. The body may take long to arrive: a connection is held only to
-    check the role and, once the bytes are stored, to write the file row."""
-    async with transaction(sessionmaker) as session:
-        await project_service.require_role(
-            session, project_id=project_id, principal=principal, role=Role.member
-        )
+    with its size and sha256. `access` is `member` or above. The body may take long to arrive:
+    a connection is held only once the bytes are stored, to write the file row."""
+    project_id = access.project_id
     limit = storage.files.max_direct_upload_bytes
     if content_length is not None and content_length > limit + FORM_OVERHEAD_BYTES:
         raise FileTooLarge(
@@ -179,13 +173,13 @@ async def upload(
                 size=written.size,
                 sha256=written.sha256,
                 status=FileStatus.ready,
-                created_by=principal.actor_id,
+                created_by=access.actor_id,
                 created_at=now,
                 expires_at=_upload_expiry(storage.files, now),
             )
         )
-        _record(session, "file.uploaded", file, actor=principal, sha256=file.sha256)
-        _record(session, "file.ready", file, actor=principal, sha256=file.sha256)
+        _record(session, "file.uploaded", file, actor=access.principal, sha256=file.sha256)
+        _record(session, "file.ready", file, actor=access.principal, sha256=file.sha256)
     return file
 
 
@@ -248,18 +242,14 @@ async def complete_upload(
 async def list_files(
     session: AsyncSession,
     *,
-    principal: Principal,
-    project_id: uuid.UUID,
+    access: ProjectAccess,
     status: FileStatus | None,
     limit: int,
     cursor: str | None,
 ) -> tuple[list[File], str | None]:
     """A page of the project's files, newest first."""
-    await project_service.require_role(
-        session, project_id=project_id, principal=principal, role=Role.viewer
-    )
     rows = await FileRepository(session).list_for_project(
-        project_id, status=status, after=decode_keyset(cursor), limit=limit + 1
+        access.project_id, status=status, after=decode_keyset(cursor), limit=limit + 1
     )
     return page_of(rows, limit=limit, position=lambda file: keyset(file.created_at, file.id))
 

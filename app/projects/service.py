@@ -55,6 +55,11 @@ class ProjectAccess:
         user = self.principal.user if self.principal is not None else None
         return user.id if user is not None else None
 
+    @property
+    def actor_id(self) -> uuid.UUID | None:
+        """The calling user's or API key's id (`created_by`); None for an operator."""
+        return self.principal.actor_id if self.principal is not None else None
+
 
 def api_key_role(scopes: Iterable[str]) -> Role:
     """The role an API key acts with: `member` with the `write` scope, else `viewer`."""

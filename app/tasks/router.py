@@ -16,6 +16,7 @@ from app.files import service as file_service
 from app.files.dependencies import StorageDep
 from app.files.exceptions import StorageUnavailable
 from app.files.storage import Storage
+from app.projects.dependencies import MemberAccess, ViewerAccess
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
 from app.tasks import service as task_service
 from app.tasks.dependencies import DispatcherDep, IdempotencyKey, RegistryDep, WaiterDep
@@ -77,11 +78,10 @@ async def list_task_types(registry: RegistryDep) -> Page[TaskTypeRead]:
     },
 )
 async def submit_task(
-    project_id: uuid.UUID,
     data: TaskSubmit,
     response: Response,
+    access: MemberAccess,
     session: SessionDep,
-    principal: CurrentPrincipal,
     settings: SettingsDep,
     registry: RegistryDep,
     dispatcher: DispatcherDep,
@@ -95,8 +95,7 @@ async def submit_task(
     """
     task, created = await task_service.submit(
         session,
-        principal=principal,
-        project_id=project_id,
+        access=access,
         data=data,
         idempotency_key=idempotency_key,
         registry=registry,
@@ -114,9 +113,8 @@ async def submit_task(
     responses=error_responses(Unauthorized, ProjectNotFound, InvalidCursor, StorageUnavailable),
 )
 async def list_tasks(
-    project_id: uuid.UUID,
+    access: ViewerAccess,
     session: SessionDep,
-    principal: CurrentPrincipal,
     storage: StorageDep,
     status: TaskStatus | None = None,
     type: Annotated[str | None, Query(max_length=100)] = None,
@@ -126,8 +124,7 @@ async def list_tasks(
     """The project's tasks, newest first, optionally filtered by `status` and `type`."""
     tasks, next_cursor = await task_service.list_tasks(
         session,
-        principal=principal,
-        project_id=project_id,
+        access=access,
         status=status,
         type=type,
         limit=limit,
