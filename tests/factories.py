@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.models import User
+from app.auth.models import ApiKey, User
 from app.core.config import SecuritySettings, Settings
 from app.core.db import utc_now
 from app.core.security import hash_password, issue_access_token, new_api_key
-from app.projects.models import ApiKey, ApiKeyScope, Project, ProjectMember, Role
+from app.projects.models import ApiKeyScope, Project, ProjectMember, Role
 
 DEFAULT_PASSWORD = "correct horse battery staple"
 _hashes: dict[str, str] = {}

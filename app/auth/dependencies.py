@@ -1,61 +1,31 @@
-"""FastAPI dependencies: the request's session and settings, and who is calling.
+"""FastAPI dependencies: who is calling.
 
 `CurrentPrincipal` accepts `Authorization: Bearer <JWT access token>` or `Bearer tg_…` (an API
 key of one project). `CurrentUser` is for user-only routes: an API key there is a 403
 (`user-token-required`). Every credential failure is the same 401 with `WWW-Authenticate: Bearer`.
+`DetachedPrincipal` is the same caller for routes that must hold no connection while they run.
 """
 
 from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.auth import api_keys
 from app.auth import service as auth_service
 from app.auth.exceptions import InvalidCredentials, UserTokenRequired
 from app.auth.models import User
 from app.auth.principal import Principal
 from app.core.config import Settings
 from app.core.db import after_commit, transaction, utc_now
+from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.security import API_KEY_PREFIX
-from app.projects import service as project_service
-
-__all__ = [
-    "CurrentPrincipal",
-    "CurrentUser",
-    "Principal",
-    "SessionDep",
-    "SessionmakerDep",
-    "SettingsDep",
-    "get_principal",
-]
-
-
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    return sessionmaker
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with transaction(request.app.state.sessionmaker) as session:
-        yield session
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
-# scope="function": commit before the response is sent, so a failed commit is a 500, never a 2xx.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 # Both read `Authorization: Bearer …`; two schemes so the OpenAPI document offers both ways.
 _user_token = OAuth2PasswordBearer(
@@ -76,29 +46,32 @@ async def _record_api_key_use(
     sessionmaker: async_sessionmaker[AsyncSession], key_id: uuid.UUID, now: datetime
 ) -> None:
     async with transaction(sessionmaker) as session:
-        await project_service.touch_api_key(session, key_id=key_id, now=now)
+        await api_keys.touch_api_key(session, key_id=key_id, now=now)
 
 
-async def get_principal(
-    session: SessionDep,
-    settings: SettingsDep,
-    sessionmaker: SessionmakerDep,
-    token: Annotated[str | None, Depends(_user_token)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
-) -> Principal:
-    """The caller, from a JWT access token or an API key; 401 for anything else."""
+def _bearer(token: str | None, credentials: HTTPAuthorizationCredentials | None) -> str:
     bearer = token or (credentials.credentials if credentials is not None else None)
     if not bearer:
         raise InvalidCredentials()
+    return bearer
+
+
+async def _authenticate(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    bearer: str,
+) -> Principal:
     if bearer.startswith(API_KEY_PREFIX):
-        api_key = await project_service.authenticate_api_key(
+        api_key = await api_keys.authenticate_api_key(
             session, settings=settings.security, key=bearer
         )
         if api_key is None:
             raise InvalidCredentials()
         now = utc_now()
-        if project_service.api_key_needs_touch(api_key, now):
-            # Once the request's own transaction is over, in a short one of its own.
+        if api_keys.api_key_needs_touch(api_key, now):
+            # Once the transaction that found the key is over, in a short one of its own.
             after_commit(
                 session, functools.partial(_record_api_key_use, sessionmaker, api_key.id, now)
             )
@@ -111,7 +84,38 @@ async def get_principal(
     return Principal.for_user(user)
 
 
+async def get_principal(
+    session: SessionDep,
+    settings: SettingsDep,
+    sessionmaker: SessionmakerDep,
+    token: Annotated[str | None, Depends(_user_token)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
+) -> Principal:
+    """The caller, from a JWT access token or an API key; 401 for anything else."""
+    return await _authenticate(
+        session, settings=settings, sessionmaker=sessionmaker, bearer=_bearer(token, credentials)
+    )
+
+
+async def get_detached_principal(
+    settings: SettingsDep,
+    sessionmaker: SessionmakerDep,
+    token: Annotated[str | None, Depends(_user_token)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
+) -> Principal:
+    """`get_principal` in a short transaction of its own, committed before the route runs."""
+    bearer = _bearer(token, credentials)
+    async with transaction(sessionmaker) as session:
+        return await _authenticate(
+            session, settings=settings, sessionmaker=sessionmaker, bearer=bearer
+        )
+
+
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+# For routes that wait or stream (a long-poll, an upload): the caller is known, and no connection
+# is held. Such a route takes no `SessionDep`; it takes `SessionmakerDep` and passes it to a
+# service that opens a short `transaction()` for each read or write it needs.
+DetachedPrincipal = Annotated[Principal, Depends(get_detached_principal)]
 
 
 async def get_current_user(principal: CurrentPrincipal) -> User:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from app.auth.models import User
+from app.auth.models import ApiKey, User
 from app.events.models import ActorType
-from app.projects.models import ApiKey
 
 
 @dataclass(frozen=True)

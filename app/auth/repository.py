@@ -1,14 +1,14 @@
-"""Queries of users and refresh tokens."""
+"""Queries of users, refresh tokens, and the API keys that authenticate requests."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.models import RefreshToken, User
+from app.auth.models import ApiKey, RefreshToken, User
 
 
 class UserRepository:
@@ -57,3 +57,24 @@ class RefreshTokenRepository:
             .returning(RefreshToken.id)
         )
         return len(result.all())
+
+
+class ApiKeyAuthRepository:
+    """Finding the key a request presents and recording its use (managing keys: projects)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def by_prefix(self, prefix: str) -> ApiKey | None:
+        return await self.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+
+    async def touch(self, key_id: uuid.UUID, *, now: datetime, stale_before: datetime) -> None:
+        """Set `last_used_at` only if it is older than `stale_before`: at most one write a while."""
+        await self.session.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.id == key_id,
+                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < stale_before),
+            )
+            .values(last_used_at=now)
+        )

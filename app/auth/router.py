@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Form, status
 
 from app.auth import service as auth_service
-from app.auth.dependencies import CurrentUser, SessionDep, SessionmakerDep, SettingsDep
+from app.auth.dependencies import CurrentUser
 from app.auth.exceptions import EmailTaken, InvalidCredentials, LoginFailed, UserTokenRequired
 from app.auth.schemas import RefreshRequest, TokenForm, TokenResponse, UserRead, UserRegister
 from app.auth.service import TokenPair
 from app.core.db import transaction
+from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.errors import error_responses
 
 router = APIRouter()

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from app.auth.dependencies import SessionDep
 from app.auth.exceptions import InvalidCredentials
+from app.core.dependencies import SessionDep
 from app.core.errors import error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.events import service as event_service

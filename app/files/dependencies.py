@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from app.auth.dependencies import SettingsDep
+from app.core.dependencies import SettingsDep
 from app.files.storage import Storage
 
 

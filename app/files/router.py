@@ -6,7 +6,8 @@ import uuid
 
 from fastapi import APIRouter, Request, Response, status
 
-from app.auth.dependencies import CurrentPrincipal, SessionDep
+from app.auth.dependencies import CurrentPrincipal
+from app.core.dependencies import SessionDep, SessionmakerDep
 from app.core.errors import Unauthorized, error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.files import service as file_service
@@ -21,6 +22,7 @@ from app.files.exceptions import (
 )
 from app.files.models import FileStatus
 from app.files.schemas import FileCreate, FileRead, FileUpload
+from app.projects.dependencies import DetachedMemberAccess, MemberAccess, ViewerAccess
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
 
 router = APIRouter(tags=["files"])
@@ -58,11 +60,7 @@ _MULTIPART_BODY = {
     ),
 )
 async def create_file(
-    project_id: uuid.UUID,
-    data: FileCreate,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    storage: StorageDep,
+    data: FileCreate, access: MemberAccess, session: SessionDep, storage: StorageDep
 ) -> FileUpload:
     """Announce a file and get a presigned URL to PUT its bytes to S3 directly.
 
@@ -70,9 +68,7 @@ async def create_file(
     at most 5 minutes. Then call `POST /v1/files/{id}/complete`; the file is `ready` from there
     (a task that uses it first checks the same).
     """
-    file, url = await file_service.create_upload(
-        session, principal=principal, project_id=project_id, data=data, storage=storage
-    )
+    file, url = await file_service.create_upload(session, access=access, data=data, storage=storage)
     return FileUpload(
         id=file.id,
         key=file.key,
@@ -97,10 +93,9 @@ async def create_file(
     ),
 )
 async def upload_file(
-    project_id: uuid.UUID,
     request: Request,
-    session: SessionDep,
-    principal: CurrentPrincipal,
+    access: DetachedMemberAccess,
+    sessionmaker: SessionmakerDep,
     storage: StorageDep,
 ) -> FileRead:
     """Upload a small file through the API (`multipart/form-data`, one part named `file`).
@@ -111,9 +106,8 @@ async def upload_file(
     """
     length = request.headers.get("content-length")
     file = await file_service.upload(
-        session,
-        principal=principal,
-        project_id=project_id,
+        sessionmaker,
+        access=access,
         content_type=request.headers.get("content-type"),
         content_length=int(length) if length and length.isdigit() else None,
         body=request.stream(),
@@ -128,9 +122,8 @@ async def upload_file(
     responses=error_responses(Unauthorized, ProjectNotFound, InvalidCursor, StorageUnavailable),
 )
 async def list_files(
-    project_id: uuid.UUID,
+    access: ViewerAccess,
     session: SessionDep,
-    principal: CurrentPrincipal,
     storage: StorageDep,
     status: FileStatus | None = None,
     limit: LimitQuery = 50,
@@ -139,8 +132,7 @@ async def list_files(
     """The project's files (uploads and task outputs), newest first, with download links."""
     files, next_cursor = await file_service.list_files(
         session,
-        principal=principal,
-        project_id=project_id,
+        access=access,
         status=status,
         limit=limit,
         cursor=cursor,

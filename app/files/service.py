@@ -41,6 +41,7 @@ from app.files.storage import (
 from app.files.upload import FORM_OVERHEAD_BYTES, ReceivedFile, receive_file
 from app.projects import service as project_service
 from app.projects.models import Role
+from app.projects.service import ProjectAccess
 from app.worker.enqueue import enqueue
 from app.worker.names import Job, Queue
 
@@ -79,16 +80,13 @@ def _record(
 async def create_upload(
     session: AsyncSession,
     *,
-    principal: Principal,
-    project_id: uuid.UUID,
+    access: ProjectAccess,
     data: FileCreate,
     storage: Storage,
 ) -> tuple[File, PresignedUrl]:
     """Announce a file and sign a PUT for exactly its size and type; it is `pending` until
-    `complete_upload` (or a task using it) finds the object."""
-    await project_service.require_role(
-        session, project_id=project_id, principal=principal, role=Role.member
-    )
+    `complete_upload` (or a task using it) finds the object. `access` is `member` or above."""
+    project_id = access.project_id
     limit = storage.files.max_upload_bytes
     if data.size > limit:
         raise FileTooLarge(f"files may be at most {limit} bytes; this one declares {data.size}")
@@ -102,12 +100,12 @@ async def create_upload(
             content_type=data.content_type,
             size=data.size,
             status=FileStatus.pending,
-            created_by=principal.actor_id,
+            created_by=access.actor_id,
             created_at=now,
             expires_at=now + timedelta(seconds=storage.files.pending_upload_ttl_s),
         )
     )
-    _record(session, "file.created", file, actor=principal, content_type=data.content_type)
+    _record(session, "file.created", file, actor=access.principal, content_type=data.content_type)
     try:  # in a thread: the first signature may fetch credentials (instance metadata)
         url = await asyncio.to_thread(
             storage.upload_url, file.key, content_type=file.content_type, size=file.size
@@ -118,23 +116,18 @@ async def create_upload(
 
 
 async def upload(
-    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
     *,
-    principal: Principal,
-    project_id: uuid.UUID,
+    access: ProjectAccess,
     content_type: str | None,
     content_length: int | None,
     body: AsyncIterator[bytes],
     storage: Storage,
 ) -> File:
     """Stream a `multipart/form-data` file part to S3 as it arrives; the file is `ready` at once,
-    with its size and sha256."""
-    await project_service.require_role(
-        session, project_id=project_id, principal=principal, role=Role.member
-    )
-    # The body may take long to arrive: hand the pooled connection back meanwhile. Nothing is
-    # written yet (authentication only read); the file row is written once the bytes are stored.
-    await session.commit()
+    with its size and sha256. `access` is `member` or above. The body may take long to arrive:
+    a connection is held only once the bytes are stored, to write the file row."""
+    project_id = access.project_id
     limit = storage.files.max_direct_upload_bytes
     if content_length is not None and content_length > limit + FORM_OVERHEAD_BYTES:
         raise FileTooLarge(
@@ -170,23 +163,24 @@ async def upload(
         await asyncio.to_thread(writer.abort)
         raise
     now = utc_now()
-    file = await FileRepository(session).add(
-        File(
-            id=file_id,
-            project_id=project_id,
-            key=key,
-            filename=received.filename,
-            content_type=received.content_type,
-            size=written.size,
-            sha256=written.sha256,
-            status=FileStatus.ready,
-            created_by=principal.actor_id,
-            created_at=now,
-            expires_at=_upload_expiry(storage.files, now),
+    async with transaction(sessionmaker) as session:
+        file = await FileRepository(session).add(
+            File(
+                id=file_id,
+                project_id=project_id,
+                key=key,
+                filename=received.filename,
+                content_type=received.content_type,
+                size=written.size,
+                sha256=written.sha256,
+                status=FileStatus.ready,
+                created_by=access.actor_id,
+                created_at=now,
+                expires_at=_upload_expiry(storage.files, now),
+            )
         )
-    )
-    _record(session, "file.uploaded", file, actor=principal, sha256=file.sha256)
-    _record(session, "file.ready", file, actor=principal, sha256=file.sha256)
+        _record(session, "file.uploaded", file, actor=access.principal, sha256=file.sha256)
+        _record(session, "file.ready", file, actor=access.principal, sha256=file.sha256)
     return file
 
 
@@ -248,18 +242,14 @@ async def complete_upload(
 async def list_files(
     session: AsyncSession,
     *,
-    principal: Principal,
-    project_id: uuid.UUID,
+    access: ProjectAccess,
     status: FileStatus | None,
     limit: int,
     cursor: str | None,
 ) -> tuple[list[File], str | None]:
     """A page of the project's files, newest first."""
-    await project_service.require_role(
-        session, project_id=project_id, principal=principal, role=Role.viewer
-    )
     rows = await FileRepository(session).list_for_project(
-        project_id, status=status, after=decode_keyset(cursor), limit=limit + 1
+        access.project_id, status=status, after=decode_keyset(cursor), limit=limit + 1
     )
     return page_of(rows, limit=limit, position=lambda file: keyset(file.created_at, file.id))
 

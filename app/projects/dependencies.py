@@ -1,4 +1,4 @@
-"""The one dependency that resolves the caller's role in the project of the path."""
+"""The dependencies that resolve the caller's role in the project of the path (docs/decisions/0007)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from app.auth.dependencies import CurrentPrincipal, SessionDep
+from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
+from app.core.db import transaction
+from app.core.dependencies import SessionDep, SessionmakerDep
 from app.projects import service as project_service
 from app.projects.models import Role
 from app.projects.service import ProjectAccess
@@ -30,7 +32,27 @@ class RequireRole:
         )
 
 
+class RequireRoleDetached:
+    """`RequireRole` for routes that hold no connection while they run (a slow upload): the
+    caller (`DetachedPrincipal`) and the role are resolved in short transactions of their own."""
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    async def __call__(
+        self,
+        project_id: uuid.UUID,
+        sessionmaker: SessionmakerDep,
+        principal: DetachedPrincipal,
+    ) -> ProjectAccess:
+        async with transaction(sessionmaker) as session:
+            return await project_service.authorize(
+                session, project_id=project_id, principal=principal, role=self.role
+            )
+
+
 ViewerAccess = Annotated[ProjectAccess, Depends(RequireRole(Role.viewer))]
 MemberAccess = Annotated[ProjectAccess, Depends(RequireRole(Role.member))]
 AdminAccess = Annotated[ProjectAccess, Depends(RequireRole(Role.admin))]
 OwnerAccess = Annotated[ProjectAccess, Depends(RequireRole(Role.owner))]
+DetachedMemberAccess = Annotated[ProjectAccess, Depends(RequireRoleDetached(Role.member))]

@@ -1,14 +1,13 @@
-"""Projects, their members and API keys."""
+"""Projects and their members (their API keys are `app.auth.models.ApiKey`)."""
 
 from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, TimestampMixin
@@ -53,22 +52,3 @@ class ProjectMember(TimestampMixin, Base):
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     role: Mapped[Role]
-
-
-class ApiKey(TimestampMixin, Base):
-    __tablename__ = "api_keys"
-    __table_args__ = (Index(None, "project_id", "created_at"),)
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(200))
-    # The public, non-secret start of the key (`tg_<prefix>`), used to find its row.
-    prefix: Mapped[str] = mapped_column(String(32), unique=True)
-    # A keyed hash of the secret; the secret itself is shown once and never stored.
-    secret_hash: Mapped[str] = mapped_column(String(128))
-    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
-    created_by: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL")
-    )
-    last_used_at: Mapped[datetime | None]
-    revoked_at: Mapped[datetime | None]

@@ -1,4 +1,4 @@
-"""Queries of projects, their members and API keys."""
+"""Queries of projects, their members and the management of their API keys."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, delete, func, or_, select, tuple_, update
+from sqlalchemy import Row, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.models import User
+from app.auth.models import ApiKey, User
 from app.core.pagination import KeysetCursor
-from app.projects.models import ApiKey, Project, ProjectMember, Role
+from app.projects.models import Project, ProjectMember, Role
 
 
 class ProjectRepository:
@@ -117,11 +117,10 @@ class MemberRepository:
 
 
 class ApiKeyRepository:
+    """Listing and revoking a project's keys; finding a key to authenticate is `app.auth`'s."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def by_prefix(self, prefix: str) -> ApiKey | None:
-        return await self.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
 
     async def get(self, project_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:
         return await self.session.scalar(
@@ -148,14 +147,3 @@ class ApiKeyRepository:
             .execution_options(populate_existing=True)
         )
         return await self.session.scalar(query)
-
-    async def touch(self, key_id: uuid.UUID, *, now: datetime, stale_before: datetime) -> None:
-        """Set `last_used_at` only if it is older than `stale_before`: at most one write a while."""
-        await self.session.execute(
-            update(ApiKey)
-            .where(
-                ApiKey.id == key_id,
-                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < stale_before),
-            )
-            .values(last_used_at=now)
-        )

@@ -6,8 +6,10 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from app.auth.dependencies import CurrentPrincipal, CurrentUser, SessionDep, SettingsDep
+from app.auth.dependencies import CurrentPrincipal, CurrentUser
 from app.auth.exceptions import InvalidCredentials, UserTokenRequired
+from app.auth.models import ApiKey
+from app.core.dependencies import SessionDep, SettingsDep
 from app.core.errors import error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.projects import service as project_service
@@ -21,7 +23,7 @@ from app.projects.exceptions import (
     ProjectNotFound,
     UserNotFound,
 )
-from app.projects.models import ApiKey, Project, ProjectMember, Role
+from app.projects.models import Project, ProjectMember, Role
 from app.projects.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,

@@ -13,18 +13,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service as auth_service
-from app.auth.models import User
+from app.auth.models import ApiKey, User
 from app.auth.principal import Principal
 from app.core.config import SecuritySettings
 from app.core.db import utc_now
 from app.core.errors import NotFound
 from app.core.pagination import decode_keyset, keyset, page_of
-from app.core.security import api_key_matches, api_key_prefix, new_api_key
+from app.core.security import new_api_key
 from app.events import service as event_service
 from app.events.models import ActorType
 from app.projects.exceptions import (
@@ -38,12 +37,9 @@ from app.projects.exceptions import (
 # Re-exported: callers of `require_role` catch these as `project_service.ProjectNotFound`.
 from app.projects.exceptions import InsufficientRole as InsufficientRole
 from app.projects.exceptions import ProjectNotFound as ProjectNotFound
-from app.projects.models import ROLE_RANK, ApiKey, ApiKeyScope, Project, ProjectMember, Role
+from app.projects.models import ROLE_RANK, ApiKeyScope, Project, ProjectMember, Role
 from app.projects.repository import ApiKeyRepository, MemberRepository, ProjectRepository
 from app.projects.schemas import ProjectUpdate
-
-# `last_used_at` is written at most this often per key, not on every request.
-API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -58,6 +54,11 @@ class ProjectAccess:
     def user_id(self) -> uuid.UUID | None:
         user = self.principal.user if self.principal is not None else None
         return user.id if user is not None else None
+
+    @property
+    def actor_id(self) -> uuid.UUID | None:
+        """The calling user's or API key's id (`created_by`); None for an operator."""
+        return self.principal.actor_id if self.principal is not None else None
 
 
 def api_key_role(scopes: Iterable[str]) -> Role:
@@ -408,28 +409,3 @@ async def revoke_api_key(
             actor=access.principal,
             data={"name": api_key.name, "prefix": api_key.prefix},
         )
-
-
-async def authenticate_api_key(
-    session: AsyncSession, *, settings: SecuritySettings, key: str
-) -> ApiKey | None:
-    """The live key that `key` is, or None (malformed, unknown, wrong secret, revoked)."""
-    prefix = api_key_prefix(key)
-    if prefix is None:
-        return None
-    api_key = await ApiKeyRepository(session).by_prefix(prefix)
-    if api_key is None or not api_key_matches(settings, key, api_key.secret_hash):
-        return None
-    return None if api_key.revoked_at is not None else api_key
-
-
-def api_key_needs_touch(api_key: ApiKey, now: datetime) -> bool:
-    """Whether `last_used_at` is stale enough to be worth a write."""
-    return api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL
-
-
-async def touch_api_key(session: AsyncSession, *, key_id: uuid.UUID, now: datetime) -> None:
-    """Record a use of the key, unless another request did so within the interval."""
-    await ApiKeyRepository(session).touch(
-        key_id, now=now, stale_before=now - API_KEY_TOUCH_INTERVAL
-    )

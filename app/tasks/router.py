@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.auth.dependencies import CurrentPrincipal, SessionDep, SessionmakerDep, SettingsDep
+from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
+from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.errors import Unauthorized, error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.events.schemas import EventRead
@@ -15,6 +16,7 @@ from app.files import service as file_service
 from app.files.dependencies import StorageDep
 from app.files.exceptions import StorageUnavailable
 from app.files.storage import Storage
+from app.projects.dependencies import MemberAccess, ViewerAccess
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
 from app.tasks import service as task_service
 from app.tasks.dependencies import IdempotencyKey, RegistryDep, WaiterDep
@@ -76,11 +78,10 @@ async def list_task_types(registry: RegistryDep) -> Page[TaskTypeRead]:
     },
 )
 async def submit_task(
-    project_id: uuid.UUID,
     data: TaskSubmit,
     response: Response,
+    access: MemberAccess,
     session: SessionDep,
-    principal: CurrentPrincipal,
     settings: SettingsDep,
     registry: RegistryDep,
     storage: StorageDep,
@@ -93,8 +94,7 @@ async def submit_task(
     """
     task, created = await task_service.submit(
         session,
-        principal=principal,
-        project_id=project_id,
+        access=access,
         data=data,
         idempotency_key=idempotency_key,
         registry=registry,
@@ -111,9 +111,8 @@ async def submit_task(
     responses=error_responses(Unauthorized, ProjectNotFound, InvalidCursor, StorageUnavailable),
 )
 async def list_tasks(
-    project_id: uuid.UUID,
+    access: ViewerAccess,
     session: SessionDep,
-    principal: CurrentPrincipal,
     storage: StorageDep,
     status: TaskStatus | None = None,
     type: Annotated[str | None, Query(max_length=100)] = None,
@@ -123,8 +122,7 @@ async def list_tasks(
     """The project's tasks, newest first, optionally filtered by `status` and `type`."""
     tasks, next_cursor = await task_service.list_tasks(
         session,
-        principal=principal,
-        project_id=project_id,
+        access=access,
         status=status,
         type=type,
         limit=limit,
@@ -138,9 +136,8 @@ async def list_tasks(
 )
 async def get_task(
     task_id: uuid.UUID,
-    session: SessionDep,
     sessionmaker: SessionmakerDep,
-    principal: CurrentPrincipal,
+    principal: DetachedPrincipal,
     waiter: WaiterDep,
     storage: StorageDep,
     wait: Annotated[
@@ -153,9 +150,6 @@ async def get_task(
     A result over 64 KiB is kept in S3: `result` is null and `result_url` a presigned GET of
     its JSON, valid for `TASKGATE_FILES__DOWNLOAD_URL_TTL_S` (at most 15 min; read again for a
     fresh one)."""
-    # Authentication used the request's session; give its connection back to the pool, so a
-    # long-poll holds none while it waits (each re-read takes a short session of its own).
-    await session.close()
     task = await task_service.await_finished(
         sessionmaker, waiter, principal=principal, task_id=task_id, wait_s=wait
     )

@@ -17,7 +17,7 @@ import orjson
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth.dependencies import Principal
+from app.auth.principal import Principal
 from app.core.config import TaskSettings
 from app.core.context import request_id_var
 from app.core.db import transaction, utc_now
@@ -28,6 +28,7 @@ from app.events.models import Event
 from app.files import service as file_service
 from app.projects import service as project_service
 from app.projects.models import Role
+from app.projects.service import ProjectAccess
 from app.tasks import recording
 from app.tasks.dispatch import dispatch
 from app.tasks.exceptions import (
@@ -108,21 +109,19 @@ async def _check_file_refs(
 async def submit(
     session: AsyncSession,
     *,
-    principal: Principal,
-    project_id: uuid.UUID,
+    access: ProjectAccess,
     data: TaskSubmit,
     idempotency_key: str | None,
     registry: Registry,
     limits: TaskSettings,
 ) -> tuple[Task, bool]:
-    """Record a task and its `task.created` event; return it and whether it is new.
+    """Record a task and its `task.created` event; return it and whether it is new. `access`
+    is at least `member` (`RequireRole`).
 
     The same idempotency key with the same body returns the original task; with another body
     it is a conflict. A new task due now is published once the transaction has committed.
     """
-    await project_service.require_role(
-        session, project_id=project_id, principal=principal, role=Role.member
-    )
+    project_id = access.project_id
     defaults = _validated(data, registry, limits)
     fingerprint = request_hash(data)
     now = utc_now()
@@ -137,7 +136,7 @@ async def submit(
         "run_at": data.run_at,
         "idempotency_key": idempotency_key,
         "request_hash": fingerprint,
-        "created_by": principal.actor_id,
+        "created_by": access.actor_id,
         "request_id": request_id_var.get(),
         "created_at": now,
         "attempt": 0,
@@ -164,7 +163,7 @@ async def submit(
         session,
         task,
         "task.created",
-        actor=principal,
+        actor=access.principal,
         data={"type": task.type, "priority": task.priority.value},
     )
     if task.dispatched_at is not None:
@@ -212,19 +211,15 @@ async def cancel(session: AsyncSession, *, principal: Principal, task_id: uuid.U
 async def list_tasks(
     session: AsyncSession,
     *,
-    principal: Principal,
-    project_id: uuid.UUID,
+    access: ProjectAccess,
     status: TaskStatus | None,
     type: str | None,
     limit: int,
     cursor: str | None,
 ) -> tuple[list[Task], str | None]:
     """A page of the project's tasks, newest first."""
-    await project_service.require_role(
-        session, project_id=project_id, principal=principal, role=Role.viewer
-    )
     rows = await TaskRepository(session).list_for_project(
-        project_id, status=status, type=type, after=decode_keyset(cursor), limit=limit + 1
+        access.project_id, status=status, type=type, after=decode_keyset(cursor), limit=limit + 1
     )
     return page_of(rows, limit=limit, position=lambda task: keyset(task.created_at, task.id))
 

@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.auth.dependencies import CurrentPrincipal, SessionDep, SettingsDep
+from app.auth.dependencies import CurrentPrincipal
 from app.auth.exceptions import InvalidCredentials
+from app.core.dependencies import SessionDep, SettingsDep
 from app.core.errors import error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.projects.dependencies import AdminAccess

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.models import RefreshToken, User
+from app.auth.models import ApiKey, RefreshToken, User
 from app.core.config import SecuritySettings
 from app.core.security import issue_access_token, issue_refresh_token
-from app.projects.models import ApiKey, Project
+from app.projects.models import Project
 from tests.factories import (
     DEFAULT_PASSWORD,
     auth_headers,

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.models import User
+from app.auth.models import ApiKey, User
 from app.events.models import Event
-from app.projects.models import ApiKey, Project, Role
+from app.projects.models import Project, Role
 from tests.factories import add_member, auth_headers, make_api_key, make_project, make_user
 
 

@@ -9,7 +9,8 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.projects.models import ApiKey, Project, ProjectMember, Role
+from app.auth.models import ApiKey
+from app.projects.models import Project, ProjectMember, Role
 from tests.factories import add_member, auth_headers, make_api_key, make_project, make_user
 from tests.integration.auth.conftest import problem_identity
 from tests.integration.projects.test_role_matrix import FAMILIES, _world

@@ -9,11 +9,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.models import ApiKey
 from app.auth.principal import Principal
 from app.events.models import Event
 from app.projects import service as project_service
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
-from app.projects.models import ApiKey, ApiKeyScope, Project, ProjectMember, Role
+from app.projects.models import ApiKeyScope, Project, ProjectMember, Role
 from tests.factories import add_member, auth_headers, make_api_key, make_project, make_user
 
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.models import User
-from app.projects.models import ApiKey, ApiKeyScope, Project, Role
+from app.auth.models import ApiKey, User
+from app.projects.models import ApiKeyScope, Project, Role
 from tests.factories import add_member, auth_headers, make_api_key, make_project, make_user
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth.dependencies import Principal
+from app.auth.principal import Principal
 from app.core.config import TaskSettings
 from app.core.db import transaction, utc_now
 from app.events.models import ActorType, Event
