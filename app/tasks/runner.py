@@ -19,13 +19,8 @@ from app.files.storage import Storage, StorageError, object_key
 from app.files.taskfiles import TaskFiles
 from app.tasks import service as task_service
 from app.tasks.models import Task
-from app.tasktypes.registry import (
-    Registry,
-    TaskCanceled,
-    TaskContext,
-    TaskError,
-    UnknownTaskType,
-)
+from app.tasktypes.base import TaskCanceled, TaskContext, TaskError
+from app.tasktypes.registry import Registry, UnknownTaskType
 
 log = logging.getLogger(__name__)
 

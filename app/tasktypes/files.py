@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.files.schemas import FileName
 from app.files.storage import READ_CHUNK_BYTES, StorageError
+from app.tasktypes.base import TaskContext, TaskError, TaskType
 from app.tasktypes.filerefs import FileRef, InputFile
-from app.tasktypes.registry import TaskContext, TaskError, TaskType
 
 # Images and their outputs up to this size stay in memory, larger ones spill to a temporary file.
 SPOOL_BYTES = 8 * 1024 * 1024
