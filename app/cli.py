@@ -66,6 +66,7 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Worker node name (name@host).")] = None,
 ) -> None:
     """Run a Celery worker (prefork pool) on the priority queues."""
+    from app import wiring
     from app.worker.celery_app import celery_app
 
     settings = get_settings()
@@ -80,6 +81,7 @@ def worker(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
+    wiring.wire_workers()
     celery_app().worker_main(argv)
 
 

@@ -1,12 +1,15 @@
 """What every process that records events or enqueues jobs wires at start: the API (lifespan),
-each worker process (first job), the scheduler. One place, so no process forgets a piece."""
+each worker process (first job, `wire_workers`), the scheduler, the CLI. One place, so no
+process forgets a piece."""
 
 from __future__ import annotations
+
+import functools
 
 from app.core.config import Settings
 from app.core.redis import create_redis
 from app.webhooks import outbox
-from app.worker import enqueue
+from app.worker import enqueue, runtime
 
 
 def subscribe_all() -> None:
@@ -30,3 +33,9 @@ def wire_process(settings: Settings, *, background: bool) -> enqueue.Publisher:
 
 def unwire_process() -> None:
     enqueue.configure(None)
+
+
+def wire_workers() -> None:
+    """Celery worker processes wire themselves before their first job (the worker entry points:
+    `taskgate worker`, `celery -A app worker`)."""
+    runtime.on_process_start(functools.partial(wire_process, background=False))

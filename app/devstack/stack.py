@@ -16,14 +16,11 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from app.devstack import process
-from app.devstack.engines import (
-    ENGINE_TYPES,
-    S3_REGION,
-    Engine,
-    Postgres,
-    SeaweedS3,
-    Valkey,
-)
+from app.devstack.engines import ENGINE_TYPES
+from app.devstack.engines.base import Engine
+from app.devstack.engines.postgres import Postgres
+from app.devstack.engines.seaweedfs import S3_REGION, SeaweedS3
+from app.devstack.engines.valkey import Valkey
 from app.devstack.errors import EngineError
 
 log = logging.getLogger(__name__)

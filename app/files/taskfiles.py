@@ -30,8 +30,8 @@ from app.files.storage import (
     StorageError,
     WrittenObject,
 )
+from app.tasktypes.base import RetryableTaskError, TaskCanceled, TaskError
 from app.tasktypes.filerefs import FileInfo, InputFile
-from app.tasktypes.registry import RetryableTaskError, TaskCanceled, TaskError
 
 T = TypeVar("T")
 

@@ -21,13 +21,8 @@ from app.files.storage import Storage, StorageError
 from app.files.taskfiles import TaskFiles
 from app.tasks import lifecycle
 from app.tasks.models import Task
-from app.tasktypes.registry import (
-    Registry,
-    TaskCanceled,
-    TaskContext,
-    TaskError,
-    UnknownTaskType,
-)
+from app.tasktypes.base import TaskCanceled, TaskContext, TaskError
+from app.tasktypes.registry import Registry, UnknownTaskType
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.tasktypes.registry import TaskContext, TaskError, TaskType
+from app.tasktypes.base import TaskContext, TaskError, TaskType
 
 
 class EchoInput(BaseModel):

@@ -1,24 +1,24 @@
 """One event loop and one database engine per worker process, rebuilt after a fork.
 
 Celery jobs are sync; they call `run(coro)`. Never `asyncio.run()` per job against a pooled
-engine, never nested loops. The first job of a process also wires it (`app.wiring`): the
-publisher that enqueues follow-up jobs, and the event subscribers. The process's engine and
-loop are disposed of on `worker_process_shutdown`.
+engine, never nested loops. The first job of a process also runs the setup its entry point
+registered (`on_process_start`; `app.wiring.wire_workers`): the publisher that enqueues
+follow-up jobs, and the event subscribers. The process's engine and loop are disposed of on
+`worker_process_shutdown`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from celery.signals import worker_process_shutdown
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app import wiring
-from app.core.config import get_settings
+from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.worker import enqueue
 
@@ -31,10 +31,19 @@ class _Runtime:
     loop: asyncio.AbstractEventLoop
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
-    publisher: enqueue.Publisher
+    publisher: enqueue.Publisher | None
 
+
+ProcessSetup = Callable[[Settings], enqueue.Publisher]
 
 _runtime: _Runtime | None = None
+_setup: ProcessSetup | None = None
+
+
+def on_process_start(setup: ProcessSetup) -> None:
+    """Run `setup` in each worker process before its first job; it returns the publisher."""
+    global _setup
+    _setup = setup
 
 
 def _current() -> _Runtime:
@@ -47,7 +56,7 @@ def _current() -> _Runtime:
         database = settings.database.model_copy(update={"pool_size": 2, "max_overflow": 2})
         engine = create_engine(database)
         # Follow-up jobs (a finished task's webhooks) are published before the job returns.
-        publisher = wiring.wire_process(settings, background=False)
+        publisher = _setup(settings) if _setup is not None else None
         _runtime = _Runtime(os.getpid(), loop, engine, create_sessionmaker(engine), publisher)
     return _runtime
 
@@ -66,9 +75,10 @@ def shutdown() -> None:
     global _runtime
     if _runtime is not None and _runtime.pid == os.getpid():
         _runtime.loop.run_until_complete(_runtime.engine.dispose())
-        _runtime.loop.run_until_complete(_runtime.publisher.close())
+        if _runtime.publisher is not None:
+            _runtime.loop.run_until_complete(_runtime.publisher.close())
+            enqueue.configure(None)
         _runtime.loop.close()
-        wiring.unwire_process()
     _runtime = None
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
 from app.core.db import create_sessionmaker, utc_now
-from app.devstack.engines import valkey_binary
+from app.devstack.engines.valkey import valkey_binary
 from app.events.models import Event
 from app.worker.celery_app import create_celery
 from tests.platform import FAST_SETTINGS, Platform

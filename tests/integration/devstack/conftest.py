@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from app.devstack import DevStack, StackUrls
-from app.devstack.engines import s3_client
+from app.devstack.engines.seaweedfs import s3_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

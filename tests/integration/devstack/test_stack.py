@@ -18,7 +18,7 @@ import redis
 from botocore.exceptions import ClientError
 
 from app.devstack import DevStack, EngineError, StackUrls
-from app.devstack.engines import postgres_bin_dir
+from app.devstack.engines.postgres import postgres_bin_dir
 from app.devstack.process import is_alive
 from tests.integration.devstack.conftest import client_for, processes_in
 

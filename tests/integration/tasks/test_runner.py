@@ -18,8 +18,9 @@ from app.projects.models import Project
 from app.tasks import scheduling
 from app.tasks.models import Task, TaskStatus
 from app.tasks.runner import execute
+from app.tasktypes.base import TaskContext, TaskType
 from app.tasktypes.builtin import EchoInput
-from app.tasktypes.registry import Registry, TaskContext, TaskType, get_registry
+from app.tasktypes.registry import Registry, get_registry
 from tests.integration.tasks.conftest import event_kinds, make_task, reload
 
 

@@ -7,15 +7,9 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from app.tasktypes.files import (
-    TOP_VALUE_COUNTERS,
-    CsvProfileInput,
-    ThumbnailInput,
-    ZipInput,
-    _Column,
-    _entry_name,
-    fit,
-)
+from app.tasktypes.files.archive import ZipInput, _entry_name
+from app.tasktypes.files.csv_profile import TOP_VALUE_COUNTERS, CsvProfileInput, _Column
+from app.tasktypes.files.thumbnail import ThumbnailInput, fit
 
 
 class TestFit:

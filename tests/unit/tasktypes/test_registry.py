@@ -8,17 +8,9 @@ import pytest
 from pydantic import BaseModel
 
 from app.tasks.lifecycle import retry_delay
+from app.tasktypes.base import TaskCanceled, TaskContext, TaskInputError, TaskType
 from app.tasktypes.builtin import PrimesInput, count_primes
-from app.tasktypes.registry import (
-    Registry,
-    TaskCanceled,
-    TaskContext,
-    TaskInputError,
-    TaskType,
-    UnknownTaskType,
-    _load_entry_points,
-    get_registry,
-)
+from app.tasktypes.registry import Registry, UnknownTaskType, _load_entry_points, get_registry
 
 
 def _context() -> TaskContext:
