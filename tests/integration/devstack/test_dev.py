@@ -87,17 +87,19 @@ class TestDev:
             )
             restarted = {}
             for role in ("api", "worker"):
-                wait_until(
-                    lambda r=role: child_pid(r, dev.pid) is not None, timeout_s=30, what=role
-                )
+
+                def running(role: str = role) -> bool:
+                    return child_pid(role, dev.pid) is not None
+
+                wait_until(running, timeout_s=30, what=role)
                 killed = child_pid(role, dev.pid)
                 assert killed is not None
                 os.kill(killed, signal.SIGKILL)
-                wait_until(
-                    lambda r=role, k=killed: child_pid(r, dev.pid) not in (None, k),
-                    timeout_s=30,
-                    what=f"the {role} to be restarted",
-                )
+
+                def replaced(role: str = role, killed: int = killed) -> bool:
+                    return child_pid(role, dev.pid) not in (None, killed)
+
+                wait_until(replaced, timeout_s=30, what=f"the {role} to be restarted")
                 restarted[role] = child_pid(role, dev.pid)
             wait_until(
                 lambda: http_ok(f"http://127.0.0.1:{port}/health/ready"),
