@@ -44,7 +44,11 @@ class Engine(abc.ABC):
 
     name: ClassVar[str]
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    # How long a clean shutdown may take before the server's process group is SIGKILLed.
     stop_timeout_s: ClassVar[float] = 10.0
+    # SIGKILL at once a server stopped before it was ready: for engines where that loses nothing
+    # (no client has had an answer from it yet) and whose shutdown may then hang.
+    kill_before_ready: ClassVar[bool] = False
     max_attempts: ClassVar[int] = 3
 
     def __init__(
@@ -60,6 +64,7 @@ class Engine(abc.ABC):
         self.log_path = data_dir / "logs" / f"{self.name}.log"
         self.durable = durable
         self.process: subprocess.Popen[bytes] | None = None
+        self.ready = False
         self.ports: list[int] = []  # reserved in this process until the engine stops
         self._on_spawn = on_spawn
         self._cancelled = cancelled
@@ -124,6 +129,7 @@ class Engine(abc.ABC):
                     extra={"engine": self.name, "attempt": attempt, "reason": str(exc)},
                 )
                 continue
+            self.ready = True
             log.info(
                 "engine ready",
                 extra={
@@ -149,14 +155,19 @@ class Engine(abc.ABC):
         return b"address already in use" in written.lower()
 
     def signal_stop(self) -> None:
-        """Ask the server to shut down cleanly."""
-        if self.process is not None:
+        """Ask the server to shut down cleanly (or kill it, see `kill_before_ready`)."""
+        if self.process is None:
+            return
+        if self.kill_before_ready and not self.ready:
+            process.signal_process(self.process, signal.SIGKILL)
+        else:
             process.signal_process(self.process, self.stop_signal)
 
     def wait_stopped(self) -> None:
         """Wait for the shutdown asked by `signal_stop`, then SIGKILL if it takes too long."""
         if self.process is not None:
             process.wait_process(self.process, timeout_s=self.stop_timeout_s, name=self.name)
+            self.ready = False
             process.release_ports(self.ports)
             self._cleanup()
             log.info(

@@ -11,10 +11,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from click.testing import Result
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from app.auth.models import User
 from app.cli import cli
@@ -34,7 +33,10 @@ def operator_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 async def _taskgate(*args: str, stdin: str | None = None) -> Result:
     # In a thread: each command runs its own event loop (asyncio.run).
-    return await asyncio.to_thread(CliRunner().invoke, cli, list(args), input=stdin)
+    def invoke() -> Result:
+        return CliRunner().invoke(cli, list(args), input=stdin)
+
+    return await asyncio.to_thread(invoke)
 
 
 @pytest.mark.usefixtures("operator_env")

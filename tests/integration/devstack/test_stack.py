@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import stat
 import subprocess
 import time
@@ -24,6 +26,10 @@ from tests.integration.devstack.conftest import client_for, processes_in
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+# "A few seconds": a stop never waits out a 10 s grace, whatever state an engine is in.
+STOP_WITHIN_S = 5.0
+ONLY_S3 = {"TASKGATE_DATABASE__URL": "x", "TASKGATE_REDIS__URL": "x"}
 
 
 def plain_dsn(urls: StackUrls) -> str:
@@ -156,6 +162,61 @@ class TestStop:
         assert stack.pids == {}
         assert not (tmp_path / "pids.json").exists()
 
+    def test_ends_within_seconds_right_after_the_engines_are_ready(self, tmp_path: Path) -> None:
+        stack = DevStack(tmp_path, durable=True, environ={})
+        stack.start()
+        pids = dict(stack.pids)
+        started_at = time.monotonic()
+
+        stack.stop()
+
+        assert time.monotonic() - started_at < STOP_WITHIN_S
+        assert not any(is_alive(pid) for pid in pids.values())
+
+    def test_kills_an_s3_server_that_does_not_act_on_its_stop_signal(self, tmp_path: Path) -> None:
+        stack = DevStack(tmp_path, durable=False, environ=ONLY_S3)
+        stack.start()
+        pid = stack.pids["s3"]
+        # Frozen, it acts on no signal but SIGKILL, like a weed still starting its components.
+        os.kill(pid, signal.SIGSTOP)
+        started_at = time.monotonic()
+
+        stack.stop()
+
+        assert time.monotonic() - started_at < STOP_WITHIN_S
+        assert not is_alive(pid)
+        assert processes_in(tmp_path) == []
+
+    def test_a_killed_s3_server_keeps_the_objects_it_acknowledged(self, tmp_path: Path) -> None:
+        keys = [f"acknowledged-{index}.txt" for index in range(20)]
+        stack = DevStack(tmp_path, durable=True, environ=ONLY_S3)
+        urls = stack.start()
+        s3 = client_for(urls)
+        try:
+            for key in keys:
+                s3.put_object(Bucket=urls.s3_bucket, Key=key, Body=key.encode())
+        finally:
+            s3.close()
+        os.kill(stack.pids["s3"], signal.SIGKILL)  # what a stop escalates to, at once
+        stack.stop()
+
+        with DevStack(tmp_path, durable=True, environ=ONLY_S3) as restarted:
+            s3 = client_for(restarted.urls)
+            try:
+                stored = [read_object(s3, restarted.urls.s3_bucket, key) for key in keys]
+            finally:
+                s3.close()
+
+        assert stored == [key.encode() for key in keys]
+
+
+def read_object(s3: S3Client, bucket: str, key: str) -> bytes:
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        return body.read()
+    finally:
+        body.close()
+
 
 class TestRestart:
     async def test_keeps_a_table_row(self, restarted: Restart) -> None:
@@ -244,6 +305,21 @@ class TestFailures:
         assert "postgresql.conf" in raised.value.log_tail  # the server's own complaint
         assert processes_in(tmp_path) == []
         assert stack.pids == {}
+
+    def test_engines_still_starting_when_another_fails_are_stopped_within_seconds(
+        self, tmp_path: Path
+    ) -> None:
+        pgdata = tmp_path / "postgres" / "data"
+        pgdata.mkdir(parents=True)
+        (pgdata / "PG_VERSION").write_text("7\n")
+        stack = DevStack(tmp_path, durable=False, environ={})
+        started_at = time.monotonic()
+
+        with pytest.raises(EngineError):
+            stack.start()
+
+        assert time.monotonic() - started_at < STOP_WITHIN_S
+        assert processes_in(tmp_path) == []
 
 
 class TestLeftovers:

@@ -200,7 +200,7 @@ class TestListEvents:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        params: dict[str, object],
+        params: dict[str, str | int],
         status: int,
     ) -> None:
         owner = await make_user(session)

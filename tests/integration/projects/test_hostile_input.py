@@ -81,6 +81,6 @@ async def test_odd_sign_in_forms_are_client_errors(
     ],
 )
 async def test_odd_credentials_are_401(client: httpx.AsyncClient, authorization: bytes) -> None:
-    response = await client.get("/v1/users/me", headers={"Authorization": authorization})
+    response = await client.get("/v1/users/me", headers={b"Authorization": authorization})
 
     assert response.status_code == 401

@@ -26,7 +26,7 @@ def limits(settings: Settings) -> TaskSettings:
 
 
 @pytest.fixture
-async def project(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[Project]:
+async def project(db: async_sessionmaker[AsyncSession]) -> Project:
     async with transaction(db) as session:
         owner = await make_user(session)
         project = await make_project(session, owner=owner)
