@@ -34,7 +34,7 @@ def _celery_lags(ctx: Context, kind: str, seconds: float) -> dict[str, Any]:
 def run_queue_latency(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     """Open loop at 100 tasks/s: commit → handler start (taskgate: created_at → started_at)."""
     tg = ctx.tg
-    seconds = ctx.seconds(1, 20)
+    seconds = ctx.seconds(1, 15)
     project = ctx.project("queue-latency")
     tg.probe_workers(project)
     spec = http_spec(tg.port, project.tasks_path, project.auth, ECHO)
