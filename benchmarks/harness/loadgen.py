@@ -63,7 +63,7 @@ async def _one(connection: Connection, raw: bytes, tally: _Tally, since: float) 
     try:
         status, _ = await connection.request(raw)
     except (HttpError, TimeoutError) as exc:
-        tally.errors[type(exc).__name__] += 1
+        tally.errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
         return
     tally.statuses[status] += 1
     if 200 <= status < 300:

@@ -34,7 +34,7 @@ def table(results: Sequence[ScenarioResult]) -> str:
             )
             continue
         for figure in result.figures:
-            label = figure.label + (f" ({figure.note})" if figure.note else "")
+            label = figure.label + (f" — {figure.note}" if figure.note else "")
             lines.append(
                 f"| {result.title} | {_cell(label)} | {number(figure.value, figure.unit)}"
                 f" | {_cell(figure.peer or '—')} | {number(figure.peer_value, figure.unit)}"
@@ -87,7 +87,7 @@ def docs_section(
     lines = [
         DOCS_START,
         "",
-        f"One full run (`make bench`) on {meta['date']}: {machine['cpus']} CPUs"
+        f"One full run of the harness (`make bench-harness`, the first step of `make bench`) on {meta['date']}: {machine['cpus']} CPUs"
         f" ({machine['cpu_model']}), {machine['memory_gib']} GiB, Linux {machine['kernel']},"
         f" Python {machine['python']}; PostgreSQL {meta['stack']['durability'].get('server_version')}"
         f" with fsync, synchronous_commit and full_page_writes on. The machine was shared with"

@@ -56,6 +56,21 @@ def http_spec(port: int, path: str, auth: str, body: Mapping[str, Any]) -> dict[
     }
 
 
+def failures(result: dict[str, Any]) -> str:
+    """What went wrong in a load run, for a table note: non-2xx statuses and client errors."""
+    parts = [
+        f"{n} HTTP {status}"
+        for status, n in sorted(result["statuses"].items())
+        if not 200 <= int(status) < 300
+    ]
+    for error, n in sorted(result["errors"].items()):
+        if error == "generator_saturated":
+            parts.append(f"{n} not sent (all connections of the generator busy)")
+        else:
+            parts.append(f"{n} {error.split(':', 1)[0]}")
+    return f"{', '.join(parts)} of {result['sent']} requests"
+
+
 def submit_count(
     ctx: Context,
     project: Project,

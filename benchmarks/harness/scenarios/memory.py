@@ -92,7 +92,7 @@ def run_memory(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
             worker_growth,
             "%",
             target=Target("below", 10, "< 10%"),
-            note="pool processes may be replaced (worker_max_tasks_per_child)",
+            note="the pool may replace its processes: worker_max_tasks_per_child",
         ),
     ]
     return figures, {"tasks": total, "samples": samples, "api_peak_mib": round(api_peak, 1)}

@@ -19,11 +19,11 @@ QUICK_DURATIONS_MS = (0, 100)
 
 
 def _count(ctx: Context, duration_ms: int, processes: int) -> int:
-    """Enough tasks for about 0.5 s (quick) or 4 s (full) of work at full parallelism."""
+    """Enough tasks for about 0.5 s (quick) or 3 s (full) of work at full parallelism."""
     if duration_ms == 0:
-        return ctx.size(40, 1000)
+        return ctx.size(40, 500)
     per_second = processes * 1000 / duration_ms
-    return max(10, int(per_second * ctx.seconds(0.5, 4)))
+    return max(10, int(per_second * ctx.seconds(0.5, 3)))
 
 
 def run_scaling(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:

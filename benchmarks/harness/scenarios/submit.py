@@ -9,7 +9,7 @@ from typing import Any
 from benchmarks.harness import load
 from benchmarks.harness.celery_peer import QUEUE
 from benchmarks.harness.results import Figure, Target, summary
-from benchmarks.harness.scenarios.common import ECHO, Context, http_spec, settle
+from benchmarks.harness.scenarios.common import ECHO, Context, failures, http_spec, settle
 
 CONNECTIONS = 64
 FIXED_RATE = 200
@@ -30,7 +30,7 @@ def _wrk(ctx: Context, url: str, body: str, auth: str, seconds: float) -> load.W
 def run_submit(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     """Closed loop, 64 connections, consumers stopped on both sides: what the front door takes."""
     tg, peers = ctx.tg, ctx.peers
-    seconds = ctx.seconds(1, 10)
+    seconds = ctx.seconds(1, 5)
     project = ctx.project("submit")
     body = json.dumps(ECHO)
 
@@ -135,7 +135,7 @@ def run_submit(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
 def _fixed_rate(ctx: Context, port: int, path: str, auth: str, body: Any) -> dict[str, Any]:
     spec = {**http_spec(port, path, auth, {}), "body": body}
     result = ctx.loadgen(
-        {**spec, "mode": "http_rate", "rate": FIXED_RATE, "duration_s": ctx.seconds(1, 10)}
+        {**spec, "mode": "http_rate", "rate": FIXED_RATE, "duration_s": ctx.seconds(1, 5)}
     )
     return {
         "latency_ms": summary(result["latencies_ms"]),
@@ -202,7 +202,7 @@ def run_submit_rate(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
         ),
     ]
     if taskgate["ok"] != taskgate["sent"]:
-        figures[0] = replace(figures[0], note=f"{taskgate['statuses']} {taskgate['errors']}")
+        figures[0] = replace(figures[0], note=failures(taskgate))
     data = {
         "rate": FIXED_RATE,
         "taskgate": taskgate,
