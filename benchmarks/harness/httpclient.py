@@ -35,6 +35,7 @@ class Connection:
         self.timeout_s = timeout_s
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._exchanges = 0  # on this socket: a reused one may have been closed while idle
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._reader is None or self._writer is None:
@@ -47,7 +48,17 @@ class Connection:
         """Send a prebuilt request; return (status, body). Raises HttpError or TimeoutError."""
         async with asyncio.timeout(self.timeout_s):
             try:
-                return await self._exchange(raw)
+                try:
+                    return await self._exchange(raw)
+                except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+                    # The server closed an idle keep-alive connection (uvicorn does after 5 s)
+                    # before reading this request: nothing was answered, so send it again on a
+                    # new connection, as HTTP clients do.
+                    answered = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
+                    if self._exchanges == 0 or answered:
+                        raise
+                    self.close()
+                    return await self._exchange(raw)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
                 self.close()
                 raise HttpError(repr(exc)) from exc
@@ -84,6 +95,7 @@ class Connection:
         else:
             body = await reader.read()
             keep_alive = False
+        self._exchanges += 1
         if not keep_alive:
             self.close()
         return status, body
@@ -104,3 +116,4 @@ class Connection:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+        self._exchanges = 0
