@@ -91,6 +91,10 @@ def _scaling(data: dict[str, Any], path: Path) -> Path:
     )
     right.set_xticks(list(positions), labels)
     right.set_yscale("log")
+    lowest = min(
+        (v for p in by_duration for v in (p["taskgate"], p["raw_celery"]) if v > 0), default=1
+    )
+    right.set_ylim(bottom=lowest / 2)  # a log axis must not start above the shortest bar
     right.set_xlabel(
         f"task duration (sleep), {by_duration[0]['processes']} processes"
         if by_duration
