@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint fmt typecheck pytest check migration migrate migrations-check bench bench-short lock clean
+.PHONY: install dev test lint fmt typecheck pytest check migration migrate migrations-check bench bench-harness bench-quick bench-short lock clean
 
 # Fresh Debian/Ubuntu machine: create the venv if needed and install the locked set.
 $(STAMP): pyproject.toml requirements.lock
@@ -30,14 +30,17 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix app tests migrations benchmarks
 	$(BIN)/ruff format app tests migrations benchmarks
 
-# What and how strictly: [tool.mypy] in pyproject.toml (strict, app and tests).
+# What and how strictly: [tool.mypy] in pyproject.toml (strict: app, tests, benchmarks).
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The benchmark harness's quick mode last: it checks that every scenario runs and gives figures
+# (never a speed), in about two minutes of its own.
 test: lint typecheck pytest
+	$(MAKE) --no-print-directory bench-quick
 
 check: test
 
@@ -51,11 +54,19 @@ migrate: $(STAMP)
 migrations-check: $(STAMP)
 	$(BIN)/pytest tests/integration/test_migrations.py
 
-# docs/benchmarks.md: `taskgate dev` to /health/ready (cold, warm) and a worker's memory on file
-# jobs; bench-short runs each once on small inputs, for CI.
-bench: $(STAMP)
+# docs/benchmarks.md. bench: the harness (taskgate against raw Celery, Flower, a bare FastAPI app
+# and PgQueuer, same run, same engines; rewrites the results in the docs), then `taskgate dev` to
+# /health/ready (cold, warm) and a worker's memory on file jobs. bench-quick: the harness on small
+# sizes (run by `make test`); bench-short: the other two once on small inputs.
+bench: bench-harness
 	$(BIN)/python -m benchmarks.dev_startup
 	$(BIN)/python -m benchmarks.file_memory
+
+bench-harness: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick
 
 bench-short: $(STAMP)
 	$(BIN)/python -m benchmarks.dev_startup --short
