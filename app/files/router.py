@@ -151,7 +151,7 @@ async def get_file(
     file_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal, storage: StorageDep
 ) -> FileRead:
     """The file's metadata and, once it is `ready`, a presigned `download_url` (at most 15 min)."""
-    file = await file_service.get_for_reader(session, principal=principal, file_id=file_id)
+    file = await file_service.get_with_role(session, principal=principal, file_id=file_id)
     [link] = await file_service.download_links(storage, [file])
     return FileRead.of(file, link)
 

@@ -184,7 +184,7 @@ async def upload(
     return file
 
 
-async def get_for_reader(
+async def get_with_role(
     session: AsyncSession, *, principal: Principal, file_id: uuid.UUID, role: Role = Role.viewer
 ) -> File:
     """The file, if the caller has `role` in its project; `FileNotFound` for outsiders."""
@@ -210,7 +210,7 @@ async def complete_upload(
 ) -> File:
     """Check that a presigned upload arrived with the declared size and make the file `ready`;
     its sha256 is computed by a worker soon after. Calling it again is harmless."""
-    file = await get_for_reader(session, principal=principal, file_id=file_id, role=Role.member)
+    file = await get_with_role(session, principal=principal, file_id=file_id, role=Role.member)
     if file.status == FileStatus.pending:
         if file.task_id is not None:
             raise FileNotUploaded("a task is still writing this file")
@@ -258,7 +258,7 @@ async def delete_file(
     session: AsyncSession, *, principal: Principal, file_id: uuid.UUID, storage: Storage
 ) -> None:
     """Delete the row and the object (the object first: a failure leaves the row for a retry)."""
-    file = await get_for_reader(session, principal=principal, file_id=file_id, role=Role.member)
+    file = await get_with_role(session, principal=principal, file_id=file_id, role=Role.member)
     deleted = await FileRepository(session).delete(file.id)
     if deleted is None:
         raise FileNotFound()

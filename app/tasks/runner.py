@@ -22,7 +22,7 @@ from app.files.taskfiles import TaskFiles
 from app.tasks import lifecycle
 from app.tasks.models import Task
 from app.tasktypes.base import TaskCanceled, TaskContext, TaskError
-from app.tasktypes.registry import Registry, UnknownTaskType
+from app.tasktypes.registry import Registry, TaskTypeNotRegistered
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ async def _run_leased(
     log.info("task started", extra={"attempt": task.attempt, "type": task.type})
     try:
         task_type = registry.get(task.type)
-    except UnknownTaskType:
+    except TaskTypeNotRegistered:
         await _fail(
             sessionmaker, task, "unknown_type", f"no handler for {task.type!r}", False, limits
         )

@@ -44,8 +44,7 @@ from app.tasks.repository import TaskRepository
 from app.tasks.schemas import TaskSubmit
 from app.tasks.waiter import TaskWaiter
 from app.tasktypes.filerefs import collect_file_refs
-from app.tasktypes.registry import Registry
-from app.tasktypes.registry import UnknownTaskType as UnknownRegistryType
+from app.tasktypes.registry import Registry, TaskTypeNotRegistered
 from app.worker import enqueue
 
 
@@ -58,7 +57,7 @@ def request_hash(data: TaskSubmit) -> str:
 def _validated(data: TaskSubmit, registry: Registry, limits: TaskSettings) -> dict[str, Any]:
     try:
         task_type = registry.get(data.type)
-    except UnknownRegistryType:
+    except TaskTypeNotRegistered:
         raise UnknownTaskType(
             f"no task type named {data.type!r}; GET /v1/task-types lists them"
         ) from None

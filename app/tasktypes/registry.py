@@ -35,7 +35,7 @@ __all__ = [
     "TaskError",
     "TaskInputError",
     "TaskType",
-    "UnknownTaskType",
+    "TaskTypeNotRegistered",
     "get_registry",
 ]
 
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "taskgate.task_types"
 
 
-class UnknownTaskType(LookupError):
+class TaskTypeNotRegistered(LookupError):
     pass
 
 
@@ -63,7 +63,7 @@ class Registry:
         try:
             return self._types[name]
         except KeyError:
-            raise UnknownTaskType(name) from None
+            raise TaskTypeNotRegistered(name) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._types

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from app.tasks.lifecycle import retry_delay
 from app.tasktypes.base import TaskCanceled, TaskContext, TaskInputError, TaskType
 from app.tasktypes.builtin import PrimesInput, count_primes
-from app.tasktypes.registry import Registry, UnknownTaskType, _load_entry_points, get_registry
+from app.tasktypes.registry import Registry, TaskTypeNotRegistered, _load_entry_points, get_registry
 
 
 def _context() -> TaskContext:
@@ -30,7 +30,7 @@ class TestRegistry:
         assert {"echo", "sleep", "cpu.primes", "fail"} <= set(names)
 
     def test_an_unknown_name_raises(self) -> None:
-        with pytest.raises(UnknownTaskType):
+        with pytest.raises(TaskTypeNotRegistered):
             Registry().get("nope")
 
     def test_a_name_cannot_be_registered_twice(self) -> None:
