@@ -18,8 +18,9 @@ from app.files import service as file_service
 from app.files.storage import Storage, StorageError
 
 
-class FileRetention(Periodic):
-    """Runs every `files.retention_interval_s`, and again at once while batches come back full."""
+class RetentionStep(Periodic):
+    """A sweep of S3-backed data: every `files.retention_interval_s`, again at once while its
+    batches come back full; an S3 failure waits for the next interval."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -29,6 +30,15 @@ class FileRetention(Periodic):
             batch=storage.files.retention_batch,
             skip_on=(StorageError,),
         )
+
+    async def sweep(
+        self, sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime | None = None
+    ) -> dict[str, int]:
+        raise NotImplementedError
+
+
+class FileRetention(RetentionStep):
+    """Expired files."""
 
     async def sweep(
         self, sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime | None = None

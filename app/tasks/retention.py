@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import transaction, utc_now
-from app.core.scheduling import Periodic
 from app.events import service as event_service
 from app.files import service as file_service
-from app.files.storage import Storage, StorageError
+from app.files.retention import RetentionStep
+from app.files.storage import Storage
 from app.tasks.repository import TaskRepository
 
 
@@ -37,17 +37,8 @@ async def expire_results(
     return len(expired)
 
 
-class ResultRetention(Periodic):
-    """Runs every `files.retention_interval_s`, and again at once while batches come back full."""
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-        super().__init__(
-            lambda context: self.sweep(context.sessionmaker),
-            interval_s=storage.files.retention_interval_s,
-            batch=storage.files.retention_batch,
-            skip_on=(StorageError,),
-        )
+class ResultRetention(RetentionStep):
+    """Results of tasks that succeeded longer ago than `files.result_retention_days`."""
 
     async def sweep(
         self, sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime | None = None
