@@ -143,17 +143,26 @@ class Platform:
         async with httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=30) as client:
 
             async def one() -> str:
+                # A pooled connection the server closes as it is reused is a transport error, not
+                # an answer: resend once with the same Idempotency-Key, which cannot make a twin.
+                headers = {**self.headers, "Idempotency-Key": uuid.uuid4().hex}
                 async with semaphore:
-                    response = await client.post(
-                        f"/v1/projects/{self.project_id}/tasks",
-                        json=dict(body),
-                        headers=self.headers,
-                    )
+                    try:
+                        response = await self._post_task(client, body, headers)
+                    except (httpx.ReadError, httpx.RemoteProtocolError):
+                        response = await self._post_task(client, body, headers)
                 assert response.status_code == 202, response.text
                 task_id: str = response.json()["id"]
                 return task_id
 
             return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    async def _post_task(
+        self, client: httpx.AsyncClient, body: Mapping[str, Any], headers: dict[str, str]
+    ) -> httpx.Response:
+        return await client.post(
+            f"/v1/projects/{self.project_id}/tasks", json=dict(body), headers=headers
+        )
 
     async def statuses(self, task_ids: list[str]) -> dict[str, int]:
         async with create_sessionmaker(self.engine)() as session:

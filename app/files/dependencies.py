@@ -10,7 +10,7 @@ from app.core.dependencies import SettingsDep
 from app.files.storage import Storage
 
 
-def get_storage(settings: SettingsDep) -> Storage:
+async def get_storage(settings: SettingsDep) -> Storage:
     """The bucket of this deployment (the boto3 client behind it is made once per process)."""
     return Storage.from_settings(settings)
 

@@ -10,13 +10,17 @@ from app.tasks.waiter import TaskWaiter
 from app.tasktypes.registry import Registry, get_registry
 
 
-def _waiter(request: Request) -> TaskWaiter:
+async def _waiter(request: Request) -> TaskWaiter:
     waiter: TaskWaiter = request.app.state.task_waiter
     return waiter
 
 
+async def _registry() -> Registry:
+    return get_registry()
+
+
 WaiterDep = Annotated[TaskWaiter, Depends(_waiter)]
-RegistryDep = Annotated[Registry, Depends(get_registry)]
+RegistryDep = Annotated[Registry, Depends(_registry)]
 IdempotencyKey = Annotated[
     str | None,
     Header(

@@ -44,8 +44,10 @@ class TestSupervisor:
     def test_restarts_a_child_that_exits_and_leaves_the_others_alone(
         self, supervisors: list[Supervisor], caplog: pytest.LogCaptureFixture
     ) -> None:
+        # The crasher lives a moment, so `first` below still sees it running on a busy machine.
+        crasher = "import time; time.sleep(0.5); raise SystemExit(3)"
         supervisor = Supervisor(
-            [python_child("crasher", "raise SystemExit(3)"), python_child("steady", SLEEPER)],
+            [python_child("crasher", crasher), python_child("steady", SLEEPER)],
             log=log,
             restart_backoff_s=0.05,
         )
