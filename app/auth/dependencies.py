@@ -22,6 +22,7 @@ from app.auth import service as auth_service
 from app.auth.exceptions import InvalidCredentials, UserTokenRequired
 from app.auth.models import User
 from app.auth.principal import Principal
+from app.auth.principal_cache import api_key_principals
 from app.core.config import Settings
 from app.core.db import after_commit, transaction, utc_now
 from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
@@ -64,6 +65,9 @@ async def _authenticate(
     bearer: str,
 ) -> Principal:
     if bearer.startswith(API_KEY_PREFIX):
+        cached = api_key_principals.get(bearer)
+        if cached is not None:
+            return cached
         api_key = await api_keys.authenticate_api_key(
             session, settings=settings.security, key=bearer
         )
@@ -75,7 +79,9 @@ async def _authenticate(
             after_commit(
                 session, functools.partial(_record_api_key_use, sessionmaker, api_key.id, now)
             )
-        return Principal.for_api_key(api_key)
+        principal = Principal.for_api_key(api_key)
+        api_key_principals.put(bearer, principal, ttl_s=settings.security.principal_cache_s)
+        return principal
     user = await auth_service.user_from_access_token(
         session, settings=settings.security, token=bearer
     )
@@ -103,8 +109,11 @@ async def get_detached_principal(
     token: Annotated[str | None, Depends(_user_token)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
 ) -> Principal:
-    """`get_principal` in a short transaction of its own, committed before the route runs."""
+    """`get_principal` in a short transaction of its own, committed before the route runs
+    (none at all for an API key this process has just seen)."""
     bearer = _bearer(token, credentials)
+    if (cached := api_key_principals.get(bearer)) is not None:
+        return cached
     async with transaction(sessionmaker) as session:
         return await _authenticate(
             session, settings=settings, sessionmaker=sessionmaker, bearer=bearer

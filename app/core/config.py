@@ -25,11 +25,17 @@ class Environment(enum.StrEnum):
 
 class DatabaseSettings(BaseModel):
     url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/taskgate"
-    pool_size: int = Field(10, ge=1, le=200)
+    pool_size: int = Field(20, ge=1, le=200)
     max_overflow: int = Field(10, ge=0, le=200)
     pool_timeout_s: float = Field(10.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
     statement_timeout_ms: int = Field(30_000, ge=0)
+    # Connections older than this are replaced when next taken from the pool (idle timeouts of
+    # proxies and firewalls). A connection found dead invalidates the whole pool instead of
+    # being pinged before every use (three round trips per checkout); `pool_pre_ping` restores
+    # the ping for networks that drop idle connections silently.
+    pool_recycle_s: int = Field(300, ge=1)
+    pool_pre_ping: bool = False
     # TLS to a managed PostgreSQL: disable | require | verify-ca | verify-full.
     sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "disable"
     ssl_ca_file: Path | None = None
@@ -116,6 +122,9 @@ class SecuritySettings(BaseModel):
     # argon2id: at least 19 MiB and two passes (parallelism is 1).
     password_hash_memory_kib: int = Field(19_456, ge=19_456, le=1_048_576)
     password_hash_time_cost: int = Field(2, ge=2, le=10)
+    # Seconds an API key's principal is remembered per process (0: never). A revocation made in
+    # another process takes effect within this time, hence the cap of one second.
+    principal_cache_s: float = Field(1.0, ge=0, le=1.0)
 
     @property
     def previous_algorithm(self) -> JwtAlgorithm:

@@ -58,7 +58,9 @@ def connect_args(settings: DatabaseSettings) -> dict[str, Any]:
             "statement_timeout": str(settings.statement_timeout_ms),
         },
     }
-    if settings.sslmode == "require":
+    if settings.sslmode == "disable":
+        args["ssl"] = False  # asyncpg would otherwise try TLS first on every new connection
+    elif settings.sslmode == "require":
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -76,7 +78,8 @@ def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
         "pool_size": settings.pool_size,
         "max_overflow": settings.max_overflow,
         "pool_timeout": settings.pool_timeout_s,
-        "pool_pre_ping": True,
+        "pool_pre_ping": settings.pool_pre_ping,
+        "pool_recycle": settings.pool_recycle_s,
         "connect_args": connect_args(settings),
     }
     options.update(overrides)

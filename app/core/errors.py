@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+import asyncpg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -152,6 +154,42 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# PostgreSQL out of reach or out of connections: the pool's wait ran out, a connection was lost
+# or refused. Nothing the client sent is at fault, and nothing was written: a 503 to retry.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    ConnectionError,
+)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means PostgreSQL is unreachable (not a bug, not bad input)."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if exc.orig is not None:  # the driver's error, under SQLAlchemy's adapter
+            exc = exc.orig.__cause__ or exc.orig
+    return isinstance(exc, DATABASE_UNAVAILABLE)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_unavailable(exc):
+        return await _unhandled(request, exc)
+    log.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)})
+    return problem(
+        request,
+        status_code=503,
+        type_="database-unavailable",
+        title="Service unavailable",
+        detail="The database is out of reach or busy; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
     return problem(
@@ -167,6 +205,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for database_error in (*DATABASE_UNAVAILABLE, sqlalchemy.exc.DBAPIError):
+        app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(Exception, _unhandled)
 
 

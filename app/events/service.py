@@ -73,6 +73,28 @@ def subscribe(subscriber: Subscriber) -> None:
         _subscribers.append(subscriber)
 
 
+def new_event(
+    kind: str,
+    *,
+    project_id: uuid.UUID | None,
+    subject_id: uuid.UUID | None,
+    actor: Principal | None,
+    data: dict[str, Any] | None = None,
+) -> Event:
+    """An event as `record` writes it (not added to any session)."""
+    return Event(
+        id=uuid.uuid4(),
+        project_id=project_id,
+        kind=kind,
+        actor_type=actor.actor_type if actor is not None else ActorType.system,
+        actor_id=actor.actor_id if actor is not None else None,
+        subject_id=subject_id,
+        data=_redact(data or {}),
+        request_id=request_id_var.get(),
+        at=utc_now(),
+    )
+
+
 def record(
     session: AsyncSession,
     kind: str,
@@ -87,17 +109,7 @@ def record(
     """Add an audit event to `session` (saved with the caller's transaction); `actor=None` is the
     system. The request id comes from the context; values under secret-looking keys are redacted.
     `subject` and `request_id` are for subscribers (see `Recorded`)."""
-    event = Event(
-        id=uuid.uuid4(),
-        project_id=project_id,
-        kind=kind,
-        actor_type=actor.actor_type if actor is not None else ActorType.system,
-        actor_id=actor.actor_id if actor is not None else None,
-        subject_id=subject_id,
-        data=_redact(data or {}),
-        request_id=request_id_var.get(),
-        at=utc_now(),
-    )
+    event = new_event(kind, project_id=project_id, subject_id=subject_id, actor=actor, data=data)
     session.add(event)
     recorded = Recorded(event, subject=subject, request_id=request_id)
     for subscriber in _subscribers:

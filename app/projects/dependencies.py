@@ -45,6 +45,10 @@ class RequireRoleDetached:
         sessionmaker: SessionmakerDep,
         principal: DetachedPrincipal,
     ) -> ProjectAccess:
+        if principal.user is None:  # an API key: its project and scopes decide, no query
+            return project_service.authorize_api_key(
+                project_id=project_id, principal=principal, role=self.role
+            )
         async with transaction(sessionmaker) as session:
             return await project_service.authorize(
                 session, project_id=project_id, principal=principal, role=self.role

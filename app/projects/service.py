@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import service as auth_service
 from app.auth.models import ApiKey, User
 from app.auth.principal import Principal
+from app.auth.principal_cache import api_key_principals
 from app.core.config import SecuritySettings
-from app.core.db import utc_now
+from app.core.db import after_commit, utc_now
 from app.core.errors import NotFound
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.core.security import new_api_key
@@ -95,9 +96,7 @@ async def require_role(
     the role is too low.
     """
     if principal.actor_type is ActorType.api_key:
-        if principal.api_key_project_id != project_id:
-            raise hidden_as()
-        effective = api_key_role(principal.api_key_scopes)
+        effective = _api_key_role_in(project_id, principal, hidden_as)
     else:
         found = await MemberRepository(session).role_of(project_id, principal.actor_id)
         if found is None:
@@ -106,6 +105,22 @@ async def require_role(
     if ROLE_RANK[effective] < ROLE_RANK[role]:
         raise _insufficient(role, effective, api_key=principal.actor_type is ActorType.api_key)
     return effective
+
+
+def _api_key_role_in(
+    project_id: uuid.UUID, principal: Principal, hidden_as: type[NotFound] = ProjectNotFound
+) -> Role:
+    if principal.api_key_project_id != project_id:
+        raise hidden_as()
+    return api_key_role(principal.api_key_scopes)
+
+
+def authorize_api_key(*, project_id: uuid.UUID, principal: Principal, role: Role) -> ProjectAccess:
+    """`authorize` for an API key: its own project and scopes decide, no query needed."""
+    effective = _api_key_role_in(project_id, principal)
+    if ROLE_RANK[effective] < ROLE_RANK[role]:
+        raise _insufficient(role, effective, api_key=True)
+    return ProjectAccess(project_id=project_id, role=effective, principal=principal)
 
 
 async def authorize(
@@ -224,6 +239,7 @@ async def delete_project(session: AsyncSession, *, access: ProjectAccess) -> Non
         data={"name": project.name},
     )
     await ProjectRepository(session).delete(project.id)
+    after_commit(session, lambda: api_key_principals.forget_project(project.id))
 
 
 # --- members ----------------------------------------------------------------------------------
@@ -400,6 +416,8 @@ async def revoke_api_key(
     if api_key is None:
         raise ApiKeyNotFound()
     revoked = await repository.revoke(api_key.id, now=utc_now())
+    # This process forgets the key at once; the others within `security.principal_cache_s`.
+    after_commit(session, lambda: api_key_principals.forget_api_key(api_key.id))
     if revoked is not None:
         event_service.record(
             session,

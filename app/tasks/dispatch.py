@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.tasks.models import Priority
+from app.tasks.models import Priority, Task
 from app.tasks.repository import TaskRepository
 from app.worker import enqueue
 from app.worker.names import Job
@@ -28,5 +28,19 @@ def dispatch(
         str(task_id),
         queue=priority.queue,
         timeout_s=timeout_s,
+        unsent=forget_unsent,
+    )
+
+
+def dispatch_committed(
+    sessionmaker: async_sessionmaker[AsyncSession], task: Task
+) -> Awaitable[None] | None:
+    """`dispatch` for a task whose row committed by itself (`intake.insert_task`)."""
+    return enqueue.enqueue_committed(
+        sessionmaker,
+        Job.execute_task,
+        [(str(task.id),)],
+        queue=task.priority.queue,
+        timeout_s=task.timeout_s,
         unsent=forget_unsent,
     )

@@ -96,3 +96,19 @@ class Task(TimestampMixin, Base):
     request_id: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+# Every column of `tasks`, in table order: what a submit writes.
+TASK_COLUMNS = tuple(column.name for column in Task.__table__.columns)
+JSON_COLUMNS = frozenset({"input", "result", "error"})
+
+
+def insert_values(task: Task) -> dict[str, Any]:
+    """The columns of a new (transient) task for an INSERT. A JSON column that is None is left
+    out, so it is SQL NULL (as a row the ORM writes), not the JSON value `null`."""
+    values = {column: getattr(task, column) for column in TASK_COLUMNS}
+    return {
+        column: value
+        for column, value in values.items()
+        if value is not None or column not in JSON_COLUMNS
+    }

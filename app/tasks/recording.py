@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.events import service as event_service
+from app.events.service import Recorded
 from app.tasks.models import Task
 from app.tasks.schemas import TaskRead
 
@@ -32,6 +33,20 @@ def record(
         subject_id=task.id,
         actor=actor,
         data=data,
-        subject=TaskRead.model_validate(task).model_dump(mode="json"),
+        subject=_subject(task),
         request_id=task.request_id,
     )
+
+
+def recorded(
+    task: Task, kind: str, *, actor: Principal | None = None, data: dict[str, Any] | None = None
+) -> Recorded:
+    """`record`'s event, for a statement that writes it (`events.statement`)."""
+    event = event_service.new_event(
+        kind, project_id=task.project_id, subject_id=task.id, actor=actor, data=data
+    )
+    return Recorded(event, subject=_subject(task), request_id=task.request_id)
+
+
+def _subject(task: Task) -> dict[str, Any]:
+    return TaskRead.model_validate(task).model_dump(mode="json")

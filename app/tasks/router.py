@@ -16,7 +16,7 @@ from app.files import service as file_service
 from app.files.dependencies import StorageDep
 from app.files.exceptions import StorageUnavailable
 from app.files.storage import Storage
-from app.projects.dependencies import MemberAccess, ViewerAccess
+from app.projects.dependencies import DetachedMemberAccess, ViewerAccess
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
 from app.tasks import service as task_service
 from app.tasks.dependencies import IdempotencyKey, RegistryDep, WaiterDep
@@ -80,8 +80,8 @@ async def list_task_types(registry: RegistryDep) -> Page[TaskTypeRead]:
 async def submit_task(
     data: TaskSubmit,
     response: Response,
-    access: MemberAccess,
-    session: SessionDep,
+    access: DetachedMemberAccess,
+    sessionmaker: SessionmakerDep,
     settings: SettingsDep,
     registry: RegistryDep,
     storage: StorageDep,
@@ -93,7 +93,7 @@ async def submit_task(
     the same key with a different body is a 409.
     """
     task, created = await task_service.submit(
-        session,
+        sessionmaker,
         access=access,
         data=data,
         idempotency_key=idempotency_key,

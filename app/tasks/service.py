@@ -29,8 +29,8 @@ from app.files import service as file_service
 from app.projects import service as project_service
 from app.projects.models import Role
 from app.projects.service import ProjectAccess
-from app.tasks import recording
-from app.tasks.dispatch import dispatch
+from app.tasks import intake, recording
+from app.tasks.dispatch import dispatch, dispatch_committed
 from app.tasks.exceptions import (
     IdempotencyKeyReused,
     InvalidTaskInput,
@@ -39,7 +39,13 @@ from app.tasks.exceptions import (
     TaskNotFound,
     UnknownTaskType,
 )
-from app.tasks.models import ERROR_MESSAGE_LIMIT, TERMINAL_STATUSES, Task, TaskStatus
+from app.tasks.models import (
+    ERROR_MESSAGE_LIMIT,
+    TERMINAL_STATUSES,
+    Task,
+    TaskStatus,
+    insert_values,
+)
 from app.tasks.repository import TaskRepository
 from app.tasks.schemas import TaskSubmit
 from app.tasks.waiter import TaskWaiter
@@ -106,7 +112,7 @@ async def _check_file_refs(
 
 
 async def submit(
-    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
     *,
     access: ProjectAccess,
     data: TaskSubmit,
@@ -118,56 +124,96 @@ async def submit(
     is at least `member` (`RequireRole`).
 
     The same idempotency key with the same body returns the original task; with another body
-    it is a conflict. A new task due now is published once the transaction has committed.
+    it is a conflict. A new task due now is published once its row has committed. A task with
+    no file references is written in one statement (`intake.py`); one with file references in
+    a transaction that checks them after the insert, so a replay still returns its task.
     """
-    project_id = access.project_id
     defaults = _validated(data, registry, limits)
-    fingerprint = request_hash(data)
     now = utc_now()
     due = data.run_at is None or data.run_at <= now
-    values = {
-        "id": uuid.uuid4(),
-        "project_id": project_id,
-        "type": data.type,
-        "status": TaskStatus.queued,
-        "priority": data.priority,
-        "input": data.input,
-        "run_at": data.run_at,
-        "idempotency_key": idempotency_key,
-        "request_hash": fingerprint,
-        "created_by": access.actor_id,
-        "request_id": request_id_var.get(),
-        "created_at": now,
-        "attempt": 0,
+    task = Task(
+        id=uuid.uuid4(),
+        project_id=access.project_id,
+        type=data.type,
+        status=TaskStatus.queued,
+        priority=data.priority,
+        input=data.input,
+        result=None,
+        result_key=None,
+        error=None,
+        progress=None,
+        progress_message=None,
+        attempt=0,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(data),
+        run_at=data.run_at,
         # Optimistic: published right after commit; if that fails this is cleared and the
         # scheduler publishes instead (at once, while the broker is known to be away).
-        "dispatched_at": now if due and enqueue.available() else None,
+        dispatched_at=now if due and enqueue.available() else None,
+        lease_expires_at=None,
+        worker=None,
+        cancel_requested_at=None,
+        created_by=access.actor_id,
+        request_id=request_id_var.get(),
+        started_at=None,
+        finished_at=None,
+        created_at=now,
         **defaults,
-    }
-    repository = TaskRepository(session)
-    task = await repository.insert_unless_key_exists(values)
-    if task is None:
-        assert idempotency_key is not None  # noqa: S101 (only a key can conflict)
-        existing = await repository.by_idempotency_key(project_id, idempotency_key)
-        if existing is None:  # pragma: no cover - the conflicting row cannot vanish (no deletes)
-            raise IdempotencyKeyReused("the original request is gone; use a new key")
-        if existing.request_hash != fingerprint:
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was used with a different request body"
-            )
-        return existing, False
-    # After the insert, so a replay still returns its task; raising rolls the insert back.
-    await _check_file_refs(session, project_id=project_id, data=data, registry=registry)
-    recording.record(
-        session,
-        task,
-        "task.created",
-        actor=access.principal,
-        data={"type": task.type, "priority": task.priority.value},
     )
-    if task.dispatched_at is not None:
-        dispatch(session, task.id, priority=task.priority, timeout_s=task.timeout_s)
+    if any(collect_file_refs(registry.get(data.type).parse_input(data.input))):
+        async with transaction(sessionmaker) as session:
+            return await _submit_in_session(
+                session, task, access=access, data=data, registry=registry
+            )
+    created = recording.recorded(
+        task, "task.created", actor=access.principal, data=_created_data(task)
+    )
+    values = insert_values(task)
+    if not await intake.insert_task(sessionmaker, values, created):
+        async with transaction(sessionmaker) as session:
+            return await _replay(session, task), False
+    if task.dispatched_at is not None and (sending := dispatch_committed(sessionmaker, task)):
+        await sending
     return task, True
+
+
+def _created_data(task: Task) -> dict[str, Any]:
+    return {"type": task.type, "priority": task.priority.value}
+
+
+async def _replay(session: AsyncSession, task: Task) -> Task:
+    """The task first submitted with `task`'s idempotency key, if the body is the same."""
+    assert task.idempotency_key is not None  # noqa: S101 (only a key can conflict)
+    existing = await TaskRepository(session).by_idempotency_key(
+        task.project_id, task.idempotency_key
+    )
+    if existing is None:  # pragma: no cover - the conflicting row cannot vanish (no deletes)
+        raise IdempotencyKeyReused("the original request is gone; use a new key")
+    if existing.request_hash != task.request_hash:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
+    return existing
+
+
+async def _submit_in_session(
+    session: AsyncSession,
+    task: Task,
+    *,
+    access: ProjectAccess,
+    data: TaskSubmit,
+    registry: Registry,
+) -> tuple[Task, bool]:
+    values = insert_values(task)
+    inserted = await TaskRepository(session).insert_unless_key_exists(values)
+    if inserted is None:
+        return await _replay(session, task), False
+    # After the insert, so a replay still returns its task; raising rolls the insert back.
+    await _check_file_refs(session, project_id=access.project_id, data=data, registry=registry)
+    recording.record(
+        session, inserted, "task.created", actor=access.principal, data=_created_data(inserted)
+    )
+    if inserted.dispatched_at is not None:
+        dispatch(session, inserted.id, priority=inserted.priority, timeout_s=inserted.timeout_s)
+    return inserted, True
 
 
 async def get_for_reader(

@@ -1,28 +1,30 @@
 """The outbox: every deliverable event gets its deliveries in the transaction that records it.
 
-Webhooks subscribe to events (`subscribe`, at process start). Each recorded event of a project
-is kept on its session until the session next flushes (the event rows are then written); then
-one `INSERT … SELECT` writes a delivery for every enabled endpoint of the project subscribed to
-the event's kind: no read round trip, and nothing if no endpoint subscribes. The delivery's body
-is frozen then, so every retry sends the same. Once committed, the new deliveries are enqueued;
-whatever the broker refuses is left for the scheduler.
+Webhooks subscribe to events (`subscribe`, at process start), both ways events are written. An
+event recorded on a session (`events.service.record`) is kept there until the session next
+flushes (the event rows are then written); then one `INSERT … SELECT` (`_fan_out_sql`) writes
+its deliveries. An event written by a hot path's own statement (`events.statement`) gets the
+same `INSERT … SELECT` as a part of that statement. Once committed, the new deliveries are
+enqueued; whatever the broker refuses is left for the scheduler.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app.core.db import utc_now
+from app.core.sql import Params
 from app.events import service as event_service
-from app.events.schemas import EventRead
-from app.webhooks.kinds import is_deliverable
-from app.webhooks.repository import FAN_OUT, DeliveryRepository
+from app.events import statement as event_statement
+from app.webhooks.kinds import EVENT_KINDS, is_deliverable
+from app.webhooks.repository import DeliveryRepository
 from app.worker import enqueue
 from app.worker.names import Job, Queue
 
@@ -30,16 +32,72 @@ _OUTBOX_KEY = "taskgate_webhook_outbox"
 # The highest `webhooks.timeout_s` allowed: an attempt ends by itself well before Celery's hard
 # limit, which only ever stops a pool process that is stuck outside the event loop.
 MAX_ATTEMPT_S = 60.0
+DELIVERABLE_KINDS = sorted(EVENT_KINDS)
 
 
 def subscribe() -> None:
-    """Write webhook deliveries for the events this process records (idempotent)."""
+    """Write webhook deliveries for the events this process records (idempotent): at the
+    session's flush for `events.service.record`, in the same statement for `events.statement`."""
     event_service.subscribe(_track)
+    event_statement.subscribe("webhooks", _fan_out)
+
+
+def _deliverable(recorded: event_service.Recorded) -> bool:
+    return recorded.event.project_id is not None and is_deliverable(recorded.event.kind)
+
+
+def _fan_out_sql(p: Params, *, dispatch: bool) -> str:
+    """A delivery for every (event in `recorded`, enabled endpoint of its project subscribed to
+    its kind): no read round trip, and nothing if no endpoint subscribes. The delivery's body is
+    frozen here, so every retry sends the same."""
+    now = utc_now()
+    return f"""
+    INSERT INTO webhook_deliveries (
+        id, endpoint_id, event_id, event_type, payload, state, attempt, schedule_start_attempt,
+        next_attempt_at, dispatched_at, request_id, created_at
+    )
+    SELECT gen_random_uuid(), endpoint.id, event.id, event.kind,
+           jsonb_build_object('type', event.kind, 'timestamp', event.timestamp,
+                              'data', event.body),
+           'pending', 0, 0, CAST({p(now)} AS timestamptz),
+           CAST({p(now if dispatch else None)} AS timestamptz), event.request_id,
+           CAST({p(now)} AS timestamptz)
+    FROM recorded AS event
+    JOIN webhook_endpoints AS endpoint ON endpoint.project_id = event.project_id
+    WHERE endpoint.enabled
+      AND event.kind = ANY(CAST({p(DELIVERABLE_KINDS)} AS text[]))
+      AND (event.kind = ANY(endpoint.event_kinds) OR '*' = ANY(endpoint.event_kinds))
+    RETURNING id
+    """  # noqa: S608 - every value is a placeholder
+
+
+def _fan_out(
+    p: Params, recorded: Sequence[event_service.Recorded]
+) -> tuple[str, event_statement.Written] | None:
+    if not any(map(_deliverable, recorded)):
+        return None
+    dispatch = enqueue.available()
+
+    def written(
+        delivery_ids: Sequence[uuid.UUID], sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> Awaitable[None] | None:
+        if not dispatch:
+            return None  # left undispatched: the scheduler publishes them
+        return enqueue.enqueue_committed(
+            sessionmaker,
+            Job.deliver_webhook,
+            [(str(delivery_id),) for delivery_id in delivery_ids],
+            queue=Queue.webhooks,
+            timeout_s=MAX_ATTEMPT_S,
+            unsent=forget_dispatch,
+        )
+
+    return _fan_out_sql(p, dispatch=dispatch), written
 
 
 def _track(session: AsyncSession, recorded: event_service.Recorded) -> None:
     """Keep a deliverable event on its session until the session's next flush."""
-    if recorded.event.project_id is None or not is_deliverable(recorded.event.kind):
+    if not _deliverable(recorded):
         return
     tracked: dict[uuid.UUID, event_service.Recorded] | None = session.info.get(_OUTBOX_KEY)
     if tracked is None:
@@ -48,24 +106,6 @@ def _track(session: AsyncSession, recorded: event_service.Recorded) -> None:
         sa_event.listen(session.sync_session, "after_flush", _write_deliveries(session))
         sa_event.listen(session.sync_session, "after_soft_rollback", _forget)
     tracked[recorded.event.id] = recorded
-
-
-def _timestamp(recorded: event_service.Recorded) -> str:
-    return recorded.event.at.isoformat().replace("+00:00", "Z")
-
-
-def _row(recorded: event_service.Recorded) -> dict[str, Any]:
-    event = recorded.event
-    data = recorded.subject
-    if data is None:
-        data = EventRead.of(event).model_dump(mode="json")
-    return {
-        "event_id": str(event.id),
-        "project_id": str(event.project_id),
-        "kind": event.kind,
-        "payload": {"type": event.kind, "timestamp": _timestamp(recorded), "data": data},
-        "request_id": event.request_id or recorded.request_id,
-    }
 
 
 async def forget_dispatch(session: AsyncSession, messages: Sequence[enqueue.Message]) -> None:
@@ -97,20 +137,14 @@ def _write_deliveries(proxy: AsyncSession) -> Any:
         if not pending:
             return
         dispatch = enqueue.available()
-        now = utc_now()
-        # The event rows were inserted by this flush; the connection is the transaction's.
-        delivery_ids = list(
-            session.connection()
-            .execute(
-                FAN_OUT,
-                {
-                    "events": [_row(item) for item in pending],
-                    "now": now,
-                    "dispatched_at": now if dispatch else None,
-                },
-            )
-            .scalars()
+        p = Params(named=True)
+        rows = [event_statement.recorded_row(item) for item in pending]
+        statement = (
+            f"WITH recorded AS ({event_statement.recordset(p, rows)})"
+            f" {_fan_out_sql(p, dispatch=dispatch)}"
         )
+        # The event rows were inserted by this flush; the connection is the transaction's.
+        delivery_ids = list(session.connection().execute(text(statement), p.as_dict()).scalars())
         if delivery_ids and dispatch:
             enqueue_deliveries(proxy, delivery_ids)
 

@@ -7,32 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import case, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import KeysetCursor
 from app.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-
-# The outbox: one statement per flush writes a delivery for every (event, subscribed endpoint).
-# `:events` is a JSON array of {event_id, project_id, kind, payload, request_id}.
-FAN_OUT = text(
-    """
-    INSERT INTO webhook_deliveries (
-        id, endpoint_id, event_id, event_type, payload, state, attempt, schedule_start_attempt,
-        next_attempt_at, dispatched_at, request_id, created_at
-    )
-    SELECT gen_random_uuid(), endpoint.id, event.event_id, event.kind, event.payload, 'pending',
-           0, 0, :now, :dispatched_at, event.request_id, :now
-    FROM jsonb_to_recordset(:events) AS event(
-        event_id uuid, project_id uuid, kind text, payload jsonb, request_id text
-    )
-    JOIN webhook_endpoints AS endpoint ON endpoint.project_id = event.project_id
-    WHERE endpoint.enabled
-      AND (event.kind = ANY(endpoint.event_kinds) OR '*' = ANY(endpoint.event_kinds))
-    RETURNING id
-    """
-).bindparams(bindparam("events", type_=JSONB))
 
 # Due deliveries to publish, at most as many per endpoint as it has free slots. Per endpoint, so
 # the cost is one short index probe each, however many deliveries wait behind a slow receiver.

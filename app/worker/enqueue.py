@@ -241,8 +241,7 @@ def enqueue(
     called with what the broker refused (or all of it, when this process has no publisher), in
     a transaction of its own, to leave the rows for the scheduler.
     """
-    time_limit = None if timeout_s is None else int(timeout_s) + HARD_LIMIT_GRACE_S
-    item = _Pending(Message(job, tuple(args), queue, time_limit), unsent)
+    item = _Pending(_message(job, args, queue, timeout_s), unsent)
     batch: list[_Pending] | None = session.info.get(_PENDING_KEY)
     if batch is not None:
         batch.append(item)
@@ -258,6 +257,29 @@ def enqueue(
         return publisher.publish_after_commit(batch, sessionmaker)
 
     after_commit(session, flush)
+
+
+def _message(job: Job, args: Sequence[str], queue: Queue, timeout_s: float | None) -> Message:
+    time_limit = None if timeout_s is None else int(timeout_s) + HARD_LIMIT_GRACE_S
+    return Message(job, tuple(args), queue, time_limit)
+
+
+def enqueue_committed(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    job: Job,
+    args_each: Sequence[Sequence[str]],
+    *,
+    queue: Queue,
+    timeout_s: float | None = None,
+    unsent: Unsent | None = None,
+) -> Awaitable[None] | None:
+    """`enqueue` for rows already committed (a statement that committed by itself): one
+    `job(*args)` per item of `args_each`, published now, as `enqueue` would after a commit."""
+    batch = [_Pending(_message(job, args, queue, timeout_s), unsent) for args in args_each]
+    publisher = current()
+    if publisher is None:
+        return _hand_back(batch, [pending.message for pending in batch], sessionmaker)
+    return publisher.publish_after_commit(batch, sessionmaker)
 
 
 async def empty_queues(redis: Redis, queues: Collection[Queue]) -> set[Queue]:

@@ -1,0 +1,77 @@
+"""Hot-path SQL: hand-written statements sent straight to asyncpg, outside the ORM.
+
+The ORM's unit of work and statement compilation cost far more CPU than PostgreSQL takes to run
+a short statement. On the few hot paths (submit, a worker attempt), one hand-written statement
+does what several ORM flushes did, on a connection from the same pool (`driver_connection`);
+`Params` numbers the placeholders as the pieces of a statement are put together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+CONNECTION_LOST = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    ConnectionError,
+)
+
+
+class Params:
+    """Placeholders for one statement: `p(value)` keeps `value` and returns its placeholder, `$n`
+    for asyncpg or `:pn` for SQLAlchemy's `text()` (`named=True`)."""
+
+    def __init__(self, *, named: bool = False) -> None:
+        self.named = named
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f":p{len(self.values)}" if self.named else f"${len(self.values)}"
+
+    def json(self, value: Any) -> str:
+        """A jsonb parameter (sent as its JSON text)."""
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError:  # an integer beyond 64 bits: the engine's own JSON serializer
+            text = json.dumps(value, separators=(",", ":"))
+        placeholder = self(text)
+        return f"CAST({placeholder} AS jsonb)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f"p{index}": value for index, value in enumerate(self.values, start=1)}
+
+
+@asynccontextmanager
+async def driver_connection(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection with no transaction open: each statement commits by itself
+    (one statement is atomic), so a hot path that needs one statement pays one round trip."""
+    bind = sessionmaker.kw["bind"]
+    if isinstance(bind, AsyncConnection):
+        # A sessionmaker bound to one connection (a test's, in a transaction rolled back at its
+        # end): the statement runs there, in a savepoint, as a session of it would.
+        raw = await bind.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        async with driver.transaction():
+            yield driver
+        return
+    async with bind.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        try:
+            yield driver
+        except CONNECTION_LOST:
+            # The server went away (a restart, a failover): no connection of this pool is worth
+            # keeping, as SQLAlchemy does when a session finds one dead. The error stays a 503.
+            await connection.invalidate()
+            await bind.dispose()
+            raise

@@ -1,0 +1,114 @@
+"""Events written inside another domain's statement, with their subscribers' rows: one round trip.
+
+`record` (service.py) adds an event to an ORM session and calls the subscribers there. On a hot
+path the caller writes its own row, its events and every subscriber's rows in one hand-written
+statement instead: `EventBatch.ctes` gives the common table expressions that insert the events
+and let each statement subscriber insert its rows from them, and `EventBatch.written` hands each
+subscriber the ids it wrote, once the statement has committed.
+
+A statement subscriber reads the relation `recorded`, one row per event: `id`, `project_id`,
+`kind`, `subject_id`, `at`, `timestamp` (ISO 8601, `Z`), `body` (the subject as the API shows it,
+or else the event as the audit log shows it), `request_id` (the event's, else its subject's).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.sql import Params
+from app.events.schemas import EventRead
+from app.events.service import Recorded
+
+# (the ids a subscriber's statement wrote, a sessionmaker for follow-up work); after the commit.
+Written = Callable[[Sequence[uuid.UUID], async_sessionmaker[AsyncSession]], Awaitable[None] | None]
+# (params, the events) -> (INSERT … SELECT … FROM recorded … RETURNING id, what to do with the
+# ids once committed), or None when it has nothing to write for these events.
+FanOut = Callable[[Params, Sequence[Recorded]], tuple[str, Written] | None]
+
+_subscribers: dict[str, FanOut] = {}
+
+
+def subscribe(name: str, fan_out: FanOut) -> None:
+    """Write `fan_out`'s rows in every event statement of this process (idempotent by name)."""
+    _subscribers[name] = fan_out
+
+
+def _timestamp(recorded: Recorded) -> str:
+    return recorded.event.at.isoformat().replace("+00:00", "Z")
+
+
+def recorded_row(recorded: Recorded) -> dict[str, Any]:
+    """An event as `recorded` holds it (JSON)."""
+    event = recorded.event
+    body = recorded.subject
+    if body is None:
+        body = EventRead.of(event).model_dump(mode="json")
+    return {
+        "id": str(event.id),
+        "project_id": None if event.project_id is None else str(event.project_id),
+        "kind": event.kind,
+        "actor_type": event.actor_type.value,
+        "actor_id": None if event.actor_id is None else str(event.actor_id),
+        "subject_id": None if event.subject_id is None else str(event.subject_id),
+        "data": event.data,
+        "at": event.at.isoformat(),
+        "timestamp": _timestamp(recorded),
+        "body": body,
+        "request_id": event.request_id or recorded.request_id,
+        "own_request_id": event.request_id,
+    }
+
+
+RECORDSET_COLUMNS = (
+    "id uuid, project_id uuid, kind text, actor_type text, actor_id uuid, subject_id uuid,"
+    " data jsonb, at timestamptz, timestamp text, body jsonb, request_id text,"
+    " own_request_id text"
+)
+
+
+def recordset(p: Params, rows: Sequence[dict[str, Any]]) -> str:
+    """`SELECT … FROM` the events as `recorded` rows (for a `WITH recorded AS (…)`)."""
+    rows_json = p.json(list(rows))
+    return f"SELECT * FROM jsonb_to_recordset({rows_json}) AS e({RECORDSET_COLUMNS})"  # noqa: S608 - placeholders only
+
+
+class EventBatch:
+    """The events one statement writes, and what its subscribers add."""
+
+    def __init__(self, recorded: Sequence[Recorded]) -> None:
+        self.recorded = list(recorded)
+        self._written: list[tuple[str, Written]] = []
+
+    def ctes(self, p: Params, *, when: str) -> str:
+        """CTEs (for after `WITH …,`) that insert the events, and each subscriber's rows, if the
+        SQL condition `when` holds (e.g. `EXISTS (SELECT 1 FROM task)`: the row was new)."""
+        parts = [
+            f"recorded AS ({recordset(p, [recorded_row(r) for r in self.recorded])} WHERE {when})",
+            "recorded_events AS (INSERT INTO events"
+            " (id, project_id, kind, actor_type, actor_id, subject_id, data, request_id, at)"
+            " SELECT id, project_id, kind, actor_type, actor_id, subject_id, data,"
+            " own_request_id, at FROM recorded RETURNING id)",
+        ]
+        for index, fan_out in enumerate(_subscribers.values()):
+            found = fan_out(p, self.recorded)
+            if found is not None:
+                name = f"subscriber_{index}"
+                parts.append(f"{name} AS ({found[0]})")
+                self._written.append((name, found[1]))
+        return ",\n".join(parts)
+
+    def outputs(self) -> str:
+        """Select-list items (for after `SELECT …,`): the ids each subscriber wrote."""
+        columns = [f"ARRAY(SELECT id FROM {name}) AS {name}" for name, _ in self._written]  # noqa: S608 - our CTE names
+        return "".join(f", {column}" for column in columns)
+
+    async def written(self, row: Any, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        """Hand each subscriber its ids from the statement's result `row` (after the commit)."""
+        for name, written in self._written:
+            ids = row[name]
+            if ids and (pending := written(list(ids), sessionmaker)) is not None:
+                await pending
