@@ -75,3 +75,18 @@ async def driver_connection(
             await connection.invalidate()
             await bind.dispose()
             raise
+
+
+async def driver_of(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, in its transaction (begun if need be): hand-written
+    statements there commit or roll back with the session's `transaction()`."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapter: Any = raw.dbapi_connection
+    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement: without this, a
+    # statement sent straight to asyncpg would commit by itself, outside the transaction.
+    # The adapter has no public way to begin.
+    if adapter._transaction is None:
+        await adapter._start_transaction()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.sql import Params
@@ -24,7 +25,9 @@ from app.events.schemas import EventRead
 from app.events.service import Recorded
 
 # (the ids a subscriber's statement wrote, a sessionmaker for follow-up work); after the commit.
-Written = Callable[[Sequence[uuid.UUID], async_sessionmaker[AsyncSession]], Awaitable[None] | None]
+Written = Callable[
+    [Sequence[uuid.UUID], async_sessionmaker[AsyncSession] | None], Awaitable[None] | None
+]
 # (params, the events) -> (INSERT … SELECT … FROM recorded … RETURNING id, what to do with the
 # ids once committed), or None when it has nothing to write for these events.
 FanOut = Callable[[Params, Sequence[Recorded]], tuple[str, Written] | None]
@@ -106,7 +109,17 @@ class EventBatch:
         columns = [f"ARRAY(SELECT id FROM {name}) AS {name}" for name, _ in self._written]  # noqa: S608 - our CTE names
         return "".join(f", {column}" for column in columns)
 
-    async def written(self, row: Any, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    async def insert(self, connection: asyncpg.Connection, p: Params, *, also: str = "") -> Any:
+        """Write the events and their subscribers' rows as a statement of their own on
+        `connection` (in the caller's transaction); `also`: more select-list items of `p`'s."""
+        statement = (
+            f"WITH {self.ctes(p, when='true')}\nSELECT true AS written{self.outputs()}{also}"
+        )
+        return await connection.fetchrow(statement, *p.values)
+
+    async def written(
+        self, row: Any, sessionmaker: async_sessionmaker[AsyncSession] | None
+    ) -> None:
         """Hand each subscriber its ids from the statement's result `row` (after the commit)."""
         for name, written in self._written:
             ids = row[name]

@@ -3,30 +3,66 @@ guarded by status and attempt, each with its event in the same transaction."""
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import TaskSettings
-from app.core.db import utc_now
+from app.core.db import after_commit, sessionmaker_of, utc_now
+from app.core.sql import Params, driver_of
+from app.events.statement import EventBatch
+from app.tasks import statements
 from app.tasks.models import ERROR_MESSAGE_LIMIT, Task, TaskStatus
-from app.tasks.recording import record
-from app.tasks.repository import TaskRepository
+from app.tasks.recording import record, recorded
+from app.tasks.repository import FINISHED_CHANNEL, TaskRepository
 
 
 async def lease(
     session: AsyncSession, task_id: uuid.UUID, *, worker: str, lease_s: float
 ) -> Task | None:
-    """Take a queued task for this worker; None when another took it or it is not queued."""
-    task = await TaskRepository(session).lease(
-        task_id, worker=worker, now=utc_now(), lease_s=lease_s
+    """Take a queued task for this worker; None when another took it or it is not queued.
+
+    Committed without waiting for the WAL flush (`synchronous_commit = off`): a lease lost in a
+    PostgreSQL crash costs at most a re-run of the attempt (its finish then finds no lease and is
+    discarded), and every later durable commit, such as the finish, flushes it first."""
+    connection = await driver_of(session)
+    now = utc_now()
+    task = await statements.lease(
+        connection, task_id, worker=worker, now=now, lease_until=now + timedelta(seconds=lease_s)
     )
     if task is not None:
-        record(session, task, "task.started", data={"attempt": task.attempt, "worker": worker})
+        data = {"attempt": task.attempt, "worker": worker}
+        await _record(session, connection, task, "task.started", data=data, durable=False)
     return task
+
+
+async def _record(
+    session: AsyncSession,
+    connection: asyncpg.Connection,
+    task: Task,
+    kind: str,
+    *,
+    data: dict[str, Any],
+    durable: bool = True,
+    notify: bool = False,
+) -> None:
+    """`record` in one statement of its own: the event and its subscribers' rows; with
+    `notify`, long-polls wake on commit; without `durable`, the commit does not wait for disk."""
+    events = EventBatch([recorded(task, kind, data=data)])
+    p = Params()
+    also = ""
+    if notify:
+        also += f", pg_notify({p(FINISHED_CHANNEL)}, {p(str(task.id))}) IS NULL AS notified"
+    if not durable:
+        also += ", set_config('synchronous_commit', 'off', true) AS relaxed"
+    row = await events.insert(connection, p, also=also)
+    sessionmaker = sessionmaker_of(session)
+    after_commit(session, functools.partial(events.written, row, sessionmaker))
 
 
 async def heartbeat(
@@ -47,19 +83,13 @@ async def succeed(
     session: AsyncSession, task: Task, *, result: Any, result_key: str | None = None
 ) -> Task | None:
     """End the attempt as succeeded, with its result inline or (large) under `result_key` in S3."""
-    ended = await TaskRepository(session).end_attempt(
-        task.id,
-        attempt=task.attempt,
-        status=TaskStatus.succeeded,
-        result=result,
-        result_key=result_key,
-        error=None,
-        progress=1.0,
-        finished_at=utc_now(),
+    connection = await driver_of(session)
+    ended = await statements.succeed(
+        connection, task, result=result, result_key=result_key, now=utc_now()
     )
     if ended is not None:
-        record(session, ended, "task.succeeded", data={"attempt": ended.attempt})
-        await TaskRepository(session).notify_finished(task.id)
+        data = {"attempt": ended.attempt}
+        await _record(session, connection, ended, "task.succeeded", data=data, notify=True)
     return ended
 
 

@@ -70,23 +70,6 @@ class TaskRepository:
         )
         return (await self.session.scalars(statement)).one_or_none()
 
-    async def lease(
-        self, task_id: uuid.UUID, *, worker: str, now: datetime, lease_s: float
-    ) -> Task | None:
-        """queued → running for one worker; None when it is not queued (or not due) any more."""
-        return await self._update_one(
-            task_id,
-            Task.status == TaskStatus.queued,
-            or_(Task.run_at.is_(None), Task.run_at <= now),
-            status=TaskStatus.running,
-            attempt=Task.attempt + 1,
-            worker=worker,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-            started_at=now,
-            progress=None,
-            progress_message=None,
-        )
-
     async def heartbeat(
         self,
         task_id: uuid.UUID,

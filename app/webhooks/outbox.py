@@ -79,7 +79,7 @@ def _fan_out(
     dispatch = enqueue.available()
 
     def written(
-        delivery_ids: Sequence[uuid.UUID], sessionmaker: async_sessionmaker[AsyncSession]
+        delivery_ids: Sequence[uuid.UUID], sessionmaker: async_sessionmaker[AsyncSession] | None
     ) -> Awaitable[None] | None:
         if not dispatch:
             return None  # left undispatched: the scheduler publishes them

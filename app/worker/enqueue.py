@@ -265,7 +265,7 @@ def _message(job: Job, args: Sequence[str], queue: Queue, timeout_s: float | Non
 
 
 def enqueue_committed(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    sessionmaker: async_sessionmaker[AsyncSession] | None,
     job: Job,
     args_each: Sequence[Sequence[str]],
     *,

@@ -1,0 +1,133 @@
+"""The worker's hand-written transitions (`app/tasks/statements.py` via `lifecycle`): the same
+rows and events as before, the lease committed without waiting for disk, the finish durably.
+On committing sessions: `synchronous_commit` is per transaction, and the rolled-back `db`
+fixture keeps one transaction for the whole test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.db import connect_args, create_engine, create_sessionmaker, transaction
+from app.events.models import ActorType, Event
+from app.projects.models import Project
+from app.tasks import lifecycle
+from app.tasks.models import Priority, TaskStatus
+from tests.integration.tasks.conftest import event_kinds, make_task, reload
+
+
+@pytest.fixture
+async def durable_db(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Committing sessions whose connections commit durably unless a transaction says otherwise
+    (the test servers run with `synchronous_commit = off` for speed; production does not)."""
+    args = connect_args(settings.database)
+    args["server_settings"] = {**args["server_settings"], "synchronous_commit": "on"}
+    engine = create_engine(settings.database, connect_args=args)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+async def _commit_mode(session: AsyncSession) -> str:
+    return str(await session.scalar(text("SHOW synchronous_commit")))
+
+
+class TestLease:
+    async def test_leases_with_its_event_and_does_not_wait_for_the_disk(
+        self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
+    ) -> None:
+        task = await make_task(
+            durable_db, live_project, priority=Priority.high, request_id="req-w-1"
+        )
+
+        async with transaction(durable_db) as session:
+            leased = await lifecycle.lease(session, task.id, worker="w1", lease_s=30)
+            mode = await _commit_mode(session)
+
+        assert leased is not None
+        assert (leased.status, leased.priority, leased.attempt) == (
+            TaskStatus.running,
+            Priority.high,
+            1,
+        )
+        assert leased.lease_expires_at is not None
+        assert mode == "off"  # in this transaction only (SET LOCAL), as the next one shows
+        stored = await reload(durable_db, task.id)
+        assert (stored.status, stored.worker, stored.attempt) == (TaskStatus.running, "w1", 1)
+        async with durable_db() as session:
+            event = await session.scalar(select(Event).where(Event.subject_id == task.id))
+            assert await _commit_mode(session) == "on"
+        assert event is not None
+        assert event.kind == "task.started"
+        assert event.actor_type == ActorType.system
+        assert event.data == {"attempt": 1, "worker": "w1"}
+
+    async def test_a_task_that_is_not_queued_is_not_leased_and_records_nothing(
+        self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
+    ) -> None:
+        task = await make_task(durable_db, live_project, status=TaskStatus.succeeded)
+
+        async with transaction(durable_db) as session:
+            assert await lifecycle.lease(session, task.id, worker="w1", lease_s=30) is None
+
+        assert await event_kinds(durable_db, task.id) == []
+
+
+class TestSucceed:
+    async def test_succeeds_durably_with_the_result_inline_and_its_event(
+        self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
+    ) -> None:
+        task = await make_task(durable_db, live_project)
+        async with transaction(durable_db) as session:
+            leased = await lifecycle.lease(session, task.id, worker="w1", lease_s=30)
+        assert leased is not None
+
+        async with transaction(durable_db) as session:
+            ended = await lifecycle.succeed(session, leased, result={"n": 2**70})
+            mode = await _commit_mode(session)
+
+        assert ended is not None
+        assert mode == "on"
+        stored = await reload(durable_db, task.id)
+        assert stored.status == TaskStatus.succeeded
+        assert stored.result == {"n": 2**70}
+        assert stored.finished_at is not None
+        assert stored.lease_expires_at is None
+        assert await event_kinds(durable_db, task.id) == ["task.started", "task.succeeded"]
+
+    async def test_a_result_kept_in_s3_leaves_sql_null(
+        self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
+    ) -> None:
+        task = await make_task(durable_db, live_project)
+        async with transaction(durable_db) as session:
+            leased = await lifecycle.lease(session, task.id, worker="w1", lease_s=30)
+        assert leased is not None
+
+        async with transaction(durable_db) as session:
+            await lifecycle.succeed(session, leased, result=None, result_key="projects/x/r")
+            is_null = await session.scalar(
+                text("SELECT result IS NULL FROM tasks WHERE id = :id"), {"id": task.id}
+            )
+
+        assert is_null is True
+        assert (await reload(durable_db, task.id)).result_key == "projects/x/r"
+
+    async def test_an_attempt_that_lost_its_lease_changes_nothing(
+        self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
+    ) -> None:
+        task = await make_task(durable_db, live_project)
+        async with transaction(durable_db) as session:
+            first = await lifecycle.lease(session, task.id, worker="w1", lease_s=30)
+        assert first is not None
+        stale = await reload(durable_db, task.id)
+        stale.attempt = 0  # an earlier attempt, reaped and superseded
+
+        async with transaction(durable_db) as session:
+            assert await lifecycle.succeed(session, stale, result={"late": True}) is None
+
+        stored = await reload(durable_db, task.id)
+        assert (stored.status, stored.result) == (TaskStatus.running, None)
+        assert await event_kinds(durable_db, task.id) == ["task.started"]
