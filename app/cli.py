@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -55,7 +56,14 @@ def api(
 
 @cli.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(help="Prefork processes.")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Jobs at once: prefork processes, or threads of the one process."),
+    ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(help="prefork (CPU-bound types), threads (attempts overlap) or solo."),
+    ] = None,
     queues: Annotated[
         str,
         typer.Option(
@@ -65,18 +73,24 @@ def worker(
     ] = "high,webhooks,default,low",
     hostname: Annotated[str | None, typer.Option(help="Worker node name (name@host).")] = None,
 ) -> None:
-    """Run a Celery worker (prefork pool) on the priority queues."""
+    """Run a Celery worker on the priority queues (`TASKGATE_WORKER__POOL`, `…__CONCURRENCY`)."""
     from app import wiring
     from app.worker.celery_app import celery_app
 
+    # The job processes read these too (their database pool is sized by them).
+    if pool is not None:
+        os.environ["TASKGATE_WORKER__POOL"] = pool
+    if concurrency is not None:
+        os.environ["TASKGATE_WORKER__CONCURRENCY"] = str(concurrency)
+    get_settings.cache_clear()
     settings = get_settings()
     _configure_logging()
     argv = [
         "worker",
-        f"--concurrency={concurrency or settings.worker.concurrency}",
+        f"--concurrency={settings.worker.concurrency}",
         f"--queues={queues}",
         f"--loglevel={settings.log_level}",
-        "--pool=prefork",
+        f"--pool={settings.worker.pool}",
         "--without-mingle",
     ]
     if hostname:
@@ -116,20 +130,26 @@ def dev(
     ),
     host: Annotated[str, typer.Option(help="API address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
-    api_workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
-    worker_concurrency: Annotated[int, typer.Option(help="Celery prefork processes.")] = 2,
+    api_workers: Annotated[
+        int | None, typer.Option(help="Uvicorn worker processes (default: one per core).")
+    ] = None,
+    worker_processes: Annotated[
+        int | None,
+        typer.Option(help="`taskgate worker` processes (default: one per core)."),
+    ] = None,
 ) -> None:
     """Start the whole platform on embedded engines: PostgreSQL, Valkey, S3, API, worker, scheduler."""
     from app.devstack.dev import run_dev
 
     _configure_logging()
+    cores = os.cpu_count() or 1
     raise typer.Exit(
         run_dev(
             data_dir=data_dir.resolve(),
             host=host,
             port=port,
-            api_workers=api_workers,
-            worker_concurrency=worker_concurrency,
+            api_workers=api_workers or cores,
+            worker_processes=worker_processes or cores,
         )
     )
 

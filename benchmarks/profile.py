@@ -1,12 +1,13 @@
 """Where the time goes: py-spy on the harness's stack under one hot path's load.
 
-    .venv/bin/python -m benchmarks.profile submit|drain [--seconds 15] [--top 40] [--out DIR]
+    .venv/bin/python -m benchmarks.profile submit|drain [--idle] [--seconds 15] [--top 40] [--out DIR]
 
 `submit`: wrk at 64 connections against durable submit (workers stopped), py-spy on every API
 process. `drain`: a preloaded backlog of `echo` tasks, py-spy on every worker process while it
-drains. Prints the functions with the most samples (own and inclusive, GIL-holding samples only)
-and keeps the collapsed stacks (`<out>/<pid>.txt`, for flame graph tools). Profile before
-optimising; the figures to quote are `make bench`'s, not these (py-spy slows what it samples).
+drains. Prints the functions with the most samples, own and inclusive: GIL-holding samples
+(where the CPU goes) or, with `--idle`, every sample (where the wall-clock time of a path that
+waits goes). Keeps the collapsed stacks (`<out>/<pid>.txt`, for flame graph tools). Profile
+before optimising; the figures to quote are `make bench`'s (py-spy slows what it samples).
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ def _py_spy() -> str:
     return found
 
 
-def _record(pids: Sequence[int], seconds: float, out: Path) -> list[threading.Thread]:
+def _record(
+    pids: Sequence[int], seconds: float, out: Path, *, idle: bool
+) -> list[threading.Thread]:
+    # GIL-holding samples show where the CPU goes; `idle` (every sample, waiting included) shows
+    # where the wall-clock time of a latency-bound path goes (a worker waiting on its commits).
+    mode = ["--idle"] if idle else ["--gil"]
+
     def one(pid: int) -> None:
         subprocess.run(  # noqa: S603 - fixed argv
             [
@@ -50,7 +57,7 @@ def _record(pids: Sequence[int], seconds: float, out: Path) -> list[threading.Th
                 str(int(seconds)),
                 "--format",
                 "raw",
-                "--gil",
+                *mode,
                 "--nonblocking",
                 "--rate",
                 "200",
@@ -99,7 +106,7 @@ def _where(frame: str) -> str:
     return inside.split(":")[0]
 
 
-def _submit(tg: Taskgate, scratch: Path, seconds: float, out: Path) -> None:
+def _submit(tg: Taskgate, scratch: Path, seconds: float, out: Path, *, idle: bool) -> None:
     project = tg.new_project("profile-submit")
     tg.stop_workers()
     load.wrk(
@@ -110,7 +117,7 @@ def _submit(tg: Taskgate, scratch: Path, seconds: float, out: Path) -> None:
         connections=64,
         duration_s=2,
     )
-    threads = _record(tg.api_pids(), seconds, out)
+    threads = _record(tg.api_pids(), seconds, out, idle=idle)
     time.sleep(0.5)
     result = load.wrk(
         scratch,
@@ -125,7 +132,7 @@ def _submit(tg: Taskgate, scratch: Path, seconds: float, out: Path) -> None:
     say(f"submit under py-spy: {result.rate:.0f} req/s, p99 {result.p99_ms:.0f} ms")
 
 
-def _drain(tg: Taskgate, scratch: Path, seconds: float, out: Path) -> None:
+def _drain(tg: Taskgate, scratch: Path, seconds: float, out: Path, *, idle: bool) -> None:
     project = tg.new_project("profile-drain")
     tg.stop_workers()
     preload = load.wrk(
@@ -139,7 +146,7 @@ def _drain(tg: Taskgate, scratch: Path, seconds: float, out: Path) -> None:
     tg.start_workers(tg.worker_concurrency)
     time.sleep(3)  # the pool processes are up and draining
     before = tg.unfinished(project)
-    threads = _record(tg.worker_pids(), seconds, out)
+    threads = _record(tg.worker_pids(), seconds, out, idle=idle)
     for thread in threads:
         thread.join()
     done = before - tg.unfinished(project)
@@ -152,18 +159,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--idle", action="store_true", help="wall-clock time, waiting included")
+    parser.add_argument("--worker-pool", choices=("threads", "prefork", "solo"), default="threads")
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="taskgate-profile-"))
     out = args.out or scratch / "stacks"
     out.mkdir(parents=True, exist_ok=True)
     procs = Processes(scratch / "logs")
-    tg = Taskgate(procs, scratch)
+    tg = Taskgate(procs, scratch, worker_pool=args.worker_pool)
     try:
         tg.start()
         if args.path == "submit":
-            _submit(tg, scratch, args.seconds, out)
+            _submit(tg, scratch, args.seconds, out, idle=args.idle)
         else:
-            _drain(tg, scratch, args.seconds, out)
+            _drain(tg, scratch, args.seconds, out, idle=args.idle)
     finally:
         tg.stop()
         procs.stop_all()

@@ -60,6 +60,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help=f"comma-separated: {','.join(BY_NAME)}")
     parser.add_argument("--out", type=Path, help="write the JSON and charts here instead")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs)")
+    parser.add_argument(
+        "--worker-pool",
+        choices=("threads", "prefork", "solo"),
+        default="threads",
+        help="taskgate's worker pool (threads: one process per peer process, jobs overlapping)",
+    )
+    parser.add_argument("--worker-threads", type=int, default=4, help="jobs per threads process")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in names if name not in BY_NAME]
@@ -133,7 +140,16 @@ def _problems(results: Sequence[ScenarioResult], selected: Sequence[Scenario]) -
 def _execute(args: argparse.Namespace, scratch: Path, meta: dict[str, Any]) -> list[ScenarioResult]:
     procs = Processes(scratch / "logs")
     overrides = QUICK_OVERRIDES if args.quick else {}
-    tg = Taskgate(procs, scratch, overrides)
+    tg = Taskgate(
+        procs,
+        scratch,
+        overrides,
+        worker_pool=args.worker_pool,
+        worker_threads=args.worker_threads,
+    )
+    meta["stack"]["worker_pool"] = args.worker_pool
+    if args.worker_pool != "prefork":
+        meta["stack"]["worker_threads"] = args.worker_threads
     peers: Peers | None = None
     results: list[ScenarioResult] = []
     try:

@@ -180,7 +180,15 @@ class ApiSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
-    concurrency: int = Field(2, ge=1, le=256)
+    # threads: one process whose `concurrency` jobs share its event loop, so attempts that wait
+    # on PostgreSQL, S3 or the network overlap; run one such process per core (or pod). prefork:
+    # `concurrency` processes, one job each, for CPU-bound task types. docs/benchmarks.md has the
+    # figures behind the default.
+    pool: Literal["threads", "prefork", "solo"] = "threads"
+    concurrency: int = Field(4, ge=1, le=256)
+    # Celery task events (three broker messages per job). Flower switches them on by itself
+    # while it runs (its `--enable_events`, the default); on here, they are always sent.
+    task_events: bool = False
     # Broker visibility timeout: above the longest task timeout so Redis never redelivers a running job.
     visibility_timeout_s: int = Field(7 * 3600, ge=60)
     # How often kombu puts back messages of a dead worker; the default (1 h) is far too slow.

@@ -25,6 +25,8 @@ class StepContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: Redis
     settings: Settings
+    # The broker lost its data since the last pass: what was published before may be gone.
+    broker_lost: bool = False
 
 
 class Step(Protocol):

@@ -27,7 +27,7 @@ _SignalHandler = Callable[[int, FrameType | None], object] | int | None
 
 
 def run_dev(
-    *, data_dir: Path, host: str, port: int, api_workers: int, worker_concurrency: int
+    *, data_dir: Path, host: str, port: int, api_workers: int, worker_processes: int
 ) -> int:
     """Run the whole platform locally until Ctrl-C; return the process exit code."""
     data_dir = data_dir.absolute()
@@ -62,7 +62,7 @@ def run_dev(
                 host=host,
                 port=port,
                 api_workers=api_workers,
-                worker_concurrency=worker_concurrency,
+                worker_processes=worker_processes,
             ),
             log=log,
         )
@@ -123,16 +123,21 @@ def _child_specs(
     host: str,
     port: int,
     api_workers: int,
-    worker_concurrency: int,
+    worker_processes: int,
 ) -> list[ChildSpec]:
     cli = [sys.executable, "-m", "app.cli"]
+    # One worker process per core, each running `worker.concurrency` jobs at once (threads pool).
+    workers = [
+        ChildSpec(f"worker-{index}", [*cli, "worker", "--hostname", f"dev-worker-{index}@%h"], env)
+        for index in range(1, worker_processes + 1)
+    ]
     return [
         ChildSpec(
             "api",
             [*cli, "api", "--host", host, "--port", str(port), "--workers", str(api_workers)],
             env,
         ),
-        ChildSpec("worker", [*cli, "worker", "--concurrency", str(worker_concurrency)], env),
+        *workers,
         ChildSpec("scheduler", [*cli, "scheduler"], env),
     ]
 

@@ -31,13 +31,18 @@ async def scheduler_step(context: StepContext) -> dict[str, int]:
         reaped = await reap_expired_leases(session, limit=limit)
     published = failed = 0
     if enqueue.available():
-        empty = await enqueue.empty_queues(context.redis, [p.queue for p in Priority])
+        if context.broker_lost:  # every message may be gone: publish every waiting task
+            redispatch_after_s, again = 0.0, list(Priority)
+        else:  # a message published long ago is lost only if its queue has drained
+            empty = await enqueue.empty_queues(context.redis, [p.queue for p in Priority])
+            redispatch_after_s = context.settings.tasks.redispatch_after_s
+            again = [p for p in Priority if p.queue in empty]
         with enqueue.tally() as sent:
             async with transaction(context.sessionmaker) as session:
                 claimed = await claim_for_dispatch(
                     session,
-                    redispatch_after_s=context.settings.tasks.redispatch_after_s,
-                    redispatch_priorities=[p for p in Priority if p.queue in empty],
+                    redispatch_after_s=redispatch_after_s,
+                    redispatch_priorities=again,
                     limit=limit,
                 )
                 for task_id, priority, timeout_s in claimed:

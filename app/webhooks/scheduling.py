@@ -25,19 +25,26 @@ async def scheduler_step(context: StepContext) -> dict[str, int]:
         context.redis,
         context.settings.webhooks,
         limit=context.settings.tasks.scheduler_batch,
+        broker_lost=context.broker_lost,
     )
     return {"webhooks": published}
 
 
 async def claim_for_dispatch(
-    session: AsyncSession, *, settings: WebhookSettings, redispatch: bool, limit: int
+    session: AsyncSession,
+    *,
+    settings: WebhookSettings,
+    redispatch: bool,
+    limit: int,
+    redispatch_after_s: float | None = None,
 ) -> Sequence[uuid.UUID]:
     """Due deliveries to publish (never published, or long ago when `redispatch`), within each
-    endpoint's free slots."""
+    endpoint's free slots. `redispatch_after_s`: how long ago (default: the settings')."""
     now = utc_now()
+    after_s = settings.redispatch_after_s if redispatch_after_s is None else redispatch_after_s
     return await DeliveryRepository(session).claim_for_dispatch(
         now=now,
-        stale_before=now - timedelta(seconds=settings.redispatch_after_s),
+        stale_before=now - timedelta(seconds=after_s),
         redispatch=redispatch,
         concurrency=settings.endpoint_concurrency,
         limit=limit,
@@ -50,16 +57,25 @@ async def dispatch_due(
     settings: WebhookSettings,
     *,
     limit: int,
+    broker_lost: bool = False,
 ) -> int:
-    """Publish due deliveries through the current publisher; returns how many were published."""
+    """Publish due deliveries through the current publisher; returns how many were published.
+    `broker_lost`: every published delivery not yet claimed may be gone: publish them again."""
     if not enqueue.available():
         return 0
-    # A long-published delivery was lost (Redis flushed) only if its queue has drained.
-    redispatch = Queue.webhooks in await enqueue.empty_queues(redis, [Queue.webhooks])
+    if broker_lost:
+        redispatch, after_s = True, 0.0
+    else:  # a long-published delivery was lost (Redis flushed) only if its queue has drained
+        redispatch = Queue.webhooks in await enqueue.empty_queues(redis, [Queue.webhooks])
+        after_s = settings.redispatch_after_s
     with enqueue.tally() as published:
         async with transaction(sessionmaker) as session:
             due = await claim_for_dispatch(
-                session, settings=settings, redispatch=redispatch, limit=limit
+                session,
+                settings=settings,
+                redispatch=redispatch,
+                limit=limit,
+                redispatch_after_s=after_s,
             )
             outbox.enqueue_deliveries(session, due)
     return published.sent

@@ -60,7 +60,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=1000,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
+        worker_send_task_events=settings.worker.task_events,
         task_send_sent_event=True,
         task_queues=[KombuQueue(queue.value, routing_key=queue.value) for queue in ALL_QUEUES],
         task_default_queue=Queue.default.value,

@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -280,6 +281,34 @@ def enqueue_committed(
     if publisher is None:
         return _hand_back(batch, [pending.message for pending in batch], sessionmaker)
     return publisher.publish_after_commit(batch, sessionmaker)
+
+
+# A key the scheduler keeps in the broker; gone means the broker lost its data since.
+BROKER_MARK_KEY = "taskgate:broker-mark"
+
+
+class BrokerWatch:
+    """Notices a broker that lost its data (FLUSHALL, or a restart without persistence): the
+    mark it left is gone (or another was left by a peer that noticed first). Every message
+    published before then may be lost; the scheduler then publishes every waiting row again at
+    once instead of waiting `redispatch_after_s` (a twin message finds nothing to lease)."""
+
+    def __init__(self) -> None:
+        self._mark: str | None = None
+
+    async def lost(self, redis: Redis) -> bool:
+        """Whether the broker lost its data since the last call (False when it cannot say)."""
+        try:
+            current = await redis.get(BROKER_MARK_KEY)
+            if current is None:
+                await redis.set(BROKER_MARK_KEY, uuid.uuid4().hex, nx=True)
+                current = await redis.get(BROKER_MARK_KEY)
+        except (RedisError, OSError):
+            return False
+        seen = current.decode() if isinstance(current, bytes) else current
+        lost = self._mark is not None and seen != self._mark
+        self._mark = seen
+        return lost
 
 
 async def empty_queues(redis: Redis, queues: Collection[Queue]) -> set[Queue]:

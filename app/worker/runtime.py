@@ -1,16 +1,19 @@
 """One event loop and one database engine per worker process, rebuilt after a fork.
 
-Celery jobs are sync; they call `run(coro)`. Never `asyncio.run()` per job against a pooled
-engine, never nested loops. The first job of a process also runs the setup its entry point
-registered (`on_process_start`; `app.wiring.wire_workers`): the publisher that enqueues
-follow-up jobs, and the event subscribers. The process's engine and loop are disposed of on
-`worker_process_shutdown`.
+Celery jobs are sync; they call `run(coro)`, which runs `coro` on the process's loop. The loop
+runs in a thread of its own, so the `threads` pool's jobs share it (their attempts overlap:
+while one waits on PostgreSQL, another runs) as the `prefork` and `solo` pools' single job does.
+Never `asyncio.run()` per job against a pooled engine, never nested loops. The first job of a
+process also runs the setup its entry point registered (`on_process_start`;
+`app.wiring.wire_workers`): the publisher that enqueues follow-up jobs, and the event
+subscribers. The process's engine and loop are disposed of on `worker_process_shutdown`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +32,7 @@ T = TypeVar("T")
 class _Runtime:
     pid: int
     loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     publisher: enqueue.Publisher | None
@@ -37,6 +41,7 @@ class _Runtime:
 ProcessSetup = Callable[[Settings], enqueue.Publisher]
 
 _runtime: _Runtime | None = None
+_lock = threading.Lock()
 _setup: ProcessSetup | None = None
 
 
@@ -48,22 +53,29 @@ def on_process_start(setup: ProcessSetup) -> None:
 
 def _current() -> _Runtime:
     global _runtime
-    if _runtime is None or _runtime.pid != os.getpid():
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        settings = get_settings()
-        # Each pool process needs few connections: one job at a time, plus its heartbeat.
-        database = settings.database.model_copy(update={"pool_size": 2, "max_overflow": 2})
-        engine = create_engine(database)
-        # Follow-up jobs (a finished task's webhooks) are published before the job returns.
-        publisher = _setup(settings) if _setup is not None else None
-        _runtime = _Runtime(os.getpid(), loop, engine, create_sessionmaker(engine), publisher)
-    return _runtime
+    with _lock:
+        if _runtime is None or _runtime.pid != os.getpid():
+            settings = get_settings()
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="taskgate-loop", daemon=True)
+            thread.start()
+            # A connection per job this process runs at once (and one for heartbeats).
+            jobs = settings.worker.concurrency if settings.worker.pool == "threads" else 1
+            database = settings.database.model_copy(
+                update={"pool_size": jobs + 1, "max_overflow": 2}
+            )
+            engine = create_engine(database)
+            # Follow-up jobs (a finished task's webhooks) are published before the job returns.
+            publisher = _setup(settings) if _setup is not None else None
+            _runtime = _Runtime(
+                os.getpid(), loop, thread, engine, create_sessionmaker(engine), publisher
+            )
+        return _runtime
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` to completion on this process's loop."""
-    return _current().loop.run_until_complete(coro)
+    """Run `coro` to completion on this process's loop (from any thread but the loop's)."""
+    return asyncio.run_coroutine_threadsafe(coro, _current().loop).result()
 
 
 def sessionmaker() -> async_sessionmaker[AsyncSession]:
@@ -74,11 +86,14 @@ def shutdown() -> None:
     """Dispose of this process's engine and loop (on worker process shutdown)."""
     global _runtime
     if _runtime is not None and _runtime.pid == os.getpid():
-        _runtime.loop.run_until_complete(_runtime.engine.dispose())
-        if _runtime.publisher is not None:
-            _runtime.loop.run_until_complete(_runtime.publisher.close())
+        runtime = _runtime
+        run(runtime.engine.dispose())
+        if runtime.publisher is not None:
+            run(runtime.publisher.close())
             enqueue.configure(None)
-        _runtime.loop.close()
+        runtime.loop.call_soon_threadsafe(runtime.loop.stop)
+        runtime.thread.join(timeout=5)
+        runtime.loop.close()
     _runtime = None
 
 

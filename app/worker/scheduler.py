@@ -53,9 +53,16 @@ async def tick(
     settings: Settings,
     *,
     steps: Sequence[Step] | None = None,
+    watch: enqueue.BrokerWatch | None = None,
 ) -> dict[str, int]:
-    """One pass (`steps` default: the tasks and webhooks steps); returns what each step did."""
-    context = StepContext(sessionmaker=sessionmaker, redis=redis, settings=settings)
+    """One pass (`steps` default: the tasks and webhooks steps); returns what each step did.
+    `watch`: the loop's, so a broker that lost its data is noticed on the next pass."""
+    lost = watch is not None and await watch.lost(redis)
+    if lost:
+        log.warning("the broker lost its data: publishing every waiting task and delivery again")
+    context = StepContext(
+        sessionmaker=sessionmaker, redis=redis, settings=settings, broker_lost=lost
+    )
     done: dict[str, int] = {}
     with enqueue.using(publisher):
         for step in steps if steps is not None else _PUBLISHING_STEPS:
@@ -84,11 +91,12 @@ async def run_scheduler(settings: Settings) -> None:
     publisher = wiring.wire_process(settings, background=False)
     sessionmaker = create_sessionmaker(engine)
     every_step = steps(settings)
+    watch = enqueue.BrokerWatch()
     log.info("scheduler started", extra={"interval_s": settings.tasks.scheduler_interval_s})
     try:
         while not stop.is_set():
             try:
-                await tick(sessionmaker, publisher, redis, settings, steps=every_step)
+                await tick(sessionmaker, publisher, redis, settings, steps=every_step, watch=watch)
             except Exception:  # PostgreSQL or Redis away: keep looping, nothing is lost
                 log.exception("scheduler pass failed")
             with contextlib.suppress(TimeoutError):

@@ -57,7 +57,11 @@ class Taskgate:
     scratch: Path
     overrides: Mapping[str, str] = field(default_factory=dict)
     api_workers: int = 2
+    # Worker processes, as the peers have; each runs `worker_threads` jobs at once with the
+    # `threads` pool (prefork: one job per process).
     worker_concurrency: int = 2
+    worker_pool: str = "threads"
+    worker_threads: int = 4
     engines: DevStack | None = None
     urls: StackUrls | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -160,26 +164,20 @@ class Taskgate:
         except httpx.HTTPError:
             return False
 
-    def start_workers(self, concurrency: int, *, nodes: int = 1) -> None:
-        """`taskgate worker --concurrency N` (prefork), `nodes` of them."""
-        self.running_concurrency = concurrency * nodes
+    def start_workers(self, processes: int) -> None:
+        """`processes` worker processes: `taskgate worker --concurrency N` (prefork), or N
+        `taskgate worker --pool threads --concurrency <worker_threads>` nodes."""
+        self.running_concurrency = processes
+        if self.worker_pool == "prefork":
+            nodes, per_node = 1, ["--pool", "prefork", "--concurrency", str(processes)]
+        else:
+            nodes = processes
+            per_node = ["--pool", self.worker_pool, "--concurrency", str(self.worker_threads)]
         for _ in range(nodes):
             self._workers_started += 1
             name = f"worker{self._workers_started}"
-            self.workers.append(
-                self.procs.start(
-                    name,
-                    [
-                        *_cli(),
-                        "worker",
-                        "--concurrency",
-                        str(concurrency),
-                        "--hostname",
-                        f"bench-{name}@127.0.0.1",
-                    ],
-                    self.env,
-                )
-            )
+            argv = [*_cli(), "worker", *per_node, "--hostname", f"bench-{name}@127.0.0.1"]
+            self.workers.append(self.procs.start(name, argv, self.env))
 
     def stop_workers(self) -> None:
         for worker in self.workers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -108,6 +109,31 @@ class TestRedisFlushed:
 
         assert counts == {"succeeded": 500}
         assert await platform.terminal_event_counts(task_ids) == {1: 500}
+
+    async def test_a_flush_is_noticed_so_lost_jobs_come_back_long_before_they_are_stale(
+        self, platform: Platform, redis: Redis
+    ) -> None:
+        # Only noticing the flush can bring these back: published jobs count as lost after 10 min.
+        assert platform.scheduler is not None
+        platform.processes.stop(platform.scheduler)
+        platform.env["TASKGATE_TASKS__REDISPATCH_AFTER_S"] = "600"
+        platform.start_scheduler()
+        await asyncio.sleep(2)  # the scheduler has left its mark in the broker
+        task_ids = await platform.submit_many(100, {"type": "echo"})
+        await asyncio.sleep(0.5)  # every job published
+
+        flushed = time.monotonic()
+        await redis.flushall()  # the session's own Valkey, never the machine's shared one
+        platform.start_worker(concurrency=2)
+        counts = await platform.wait_terminal(task_ids, timeout_s=60)
+
+        assert counts == {"succeeded": 100}
+        assert await platform.terminal_event_counts(task_ids) == {1: 100}
+        recovered_after = time.monotonic() - flushed
+        print(  # noqa: T201 (reported figure)
+            f"\nFLUSHALL with 100 tasks queued: all done {recovered_after:.1f}s later"
+            " (worker start included)"
+        )
 
 
 @pytest.fixture
