@@ -1,6 +1,6 @@
 """A worker's memory while it works on large files: peak RSS over its own baseline, per task.
 
-Starts the embedded engines, a fresh migrated database, and `taskgate api`, `taskgate worker
+Starts the embedded engines, a fresh migrated database, and `taskgate api`, `taskgate worker --pool=prefork
 --concurrency=1` and `taskgate scheduler` as processes, then for each file: uploads it with a
 presigned PUT (streamed from this process, never held whole), confirms it (the worker's
 `files.digest` job hashes it), and runs `file.checksum` on it. The pool process's VmRSS is sampled
@@ -273,7 +273,7 @@ def run(sizes_mib: Sequence[int], *, full: bool, scratch: Path) -> list[Measurem
             key = processes.run("keys", "create", "--project", project_id, "--name", "bench")
             port = 20000 + secrets.randbelow(10000)
             processes.start("api", "api", "--port", str(port))
-            worker = processes.start("worker", "worker", "--concurrency=1")
+            worker = processes.start("worker", "worker", "--pool=prefork", "--concurrency=1")
             processes.start("scheduler", "scheduler")
             base_url = f"http://127.0.0.1:{port}"
             _wait(lambda: _answers(f"{base_url}/health/ready"), "API")

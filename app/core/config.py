@@ -198,8 +198,10 @@ class WorkerSettings(BaseModel):
 class TaskSettings(BaseModel):
     # A running task's lease; the worker renews it every `heartbeat_s`. An expired lease means the
     # worker died: the scheduler puts the task back (or fails it when attempts are exhausted).
-    lease_s: float = Field(30.0, ge=1, le=3600)
-    heartbeat_s: float = Field(10.0, gt=0, le=1200)
+    # 10 s renewed every 3 s: a dead worker's tasks run again within about 11 s, while a live one
+    # may miss two beats in a row (a heartbeat is one short UPDATE) before anything is reaped.
+    lease_s: float = Field(10.0, ge=1, le=3600)
+    heartbeat_s: float = Field(3.0, gt=0, le=1200)
     # A queued task dispatched this long ago and not started is published again (Redis lost it).
     redispatch_after_s: float = Field(60.0, ge=1)
     scheduler_interval_s: float = Field(1.0, gt=0, le=60)

@@ -87,6 +87,11 @@ class Taskgate:
         return self.urls
 
     @property
+    def pg_dsn(self) -> str:
+        """taskgate's database, for asyncpg."""
+        return plain_dsn(self.stack_urls.database_url)
+
+    @property
     def pg(self) -> Postgres:
         if self.db is None:
             raise BenchError("the stack is not started")

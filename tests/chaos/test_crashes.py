@@ -71,6 +71,22 @@ class TestWorkerKilled:
         )
 
 
+class TestLiveWorkersKeepTheirLeases:
+    async def test_long_tasks_on_a_busy_worker_are_never_reaped(self, platform: Platform) -> None:
+        # Leases of 3 s renewed every 1 s (FAST_SETTINGS), tasks of 7 s: each outlives its lease
+        # twice over and survives only by its heartbeats, four at once on one process, while a
+        # CPU-bound task holds the same process's interpreter.
+        platform.start_worker(concurrency=5)
+        sleepers = await platform.submit_many(4, {"type": "sleep", "input": {"seconds": 7}})
+        busy = await platform.submit_many(1, {"type": "cpu.primes", "input": {"n": 200_000_000}})
+
+        counts = await platform.wait_terminal(sleepers + busy, timeout_s=120)
+
+        assert counts == {"succeeded": 5}
+        assert await _ids_with_event(platform, sleepers + busy, "task.requeued") == []
+        assert await platform.terminal_event_counts(sleepers + busy) == {1: 5}
+
+
 async def _last_event_at(
     platform: Platform, task_ids: list[str], condition: ColumnElement[bool]
 ) -> datetime:

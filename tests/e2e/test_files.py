@@ -90,7 +90,8 @@ class TestChecksumOfALargeUpload:
         self, platform: Platform
     ) -> None:
         worker = platform.start_worker(concurrency=1)
-        [pool] = children(worker.pid)
+        # The process that runs the job: the worker itself (threads pool) or its prefork child.
+        [runner] = children(worker.pid) or [worker.pid]
         data = os.urandom(20 * MIB)
         expected = hashlib.sha256(data).hexdigest()
         async with (
@@ -106,13 +107,13 @@ class TestChecksumOfALargeUpload:
                 assert time.monotonic() < deadline, "the digest was never recorded"
                 await asyncio.sleep(0.2)
             assert (await api.get(f"/v1/files/{file['id']}")).json()["sha256"] == expected
-            # Warm up the pool process (imports, S3 client) so the baseline is its steady state.
+            # Warm up the job's process (imports, S3 client) so the baseline is its steady state.
             small = await _direct_upload(api, platform, b"warm", "warm.txt", "text/plain")
             await _finished(
                 api, await _submit(api, platform, "file.checksum", {"file_id": small["id"]})
             )
 
-            with RssSampler([pool], interval_s=0.002) as rss:
+            with RssSampler([runner], interval_s=0.002) as rss:
                 task = await _finished(
                     api, await _submit(api, platform, "file.checksum", {"file_id": file["id"]})
                 )
@@ -121,7 +122,7 @@ class TestChecksumOfALargeUpload:
         assert task["result"]["size"] == len(data)
         assert rss.samples > 5
         print(  # noqa: T201 (reported figure)
-            f"\nworker pool process RSS while checksumming 20 MiB: baseline "
+            f"\nworker job process RSS while checksumming 20 MiB: baseline "
             f"{rss.baseline / MIB:.1f} MiB, peak {rss.peak / MIB:.1f} MiB "
             f"(+{rss.growth / MIB:.1f} MiB, {rss.samples} samples)"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.harness import costs
 from benchmarks.harness.celery_peer import QUEUE
 from benchmarks.harness.procs import BenchError
 from benchmarks.harness.results import Figure, Target
@@ -42,8 +43,10 @@ def run_end_to_end(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     count = ctx.size(100, 1000)
     project = ctx.project("end-to-end")
     tg.probe_workers(project)
+    before = costs.snapshot(tg)
     submitted = submit_count(ctx, project, ECHO, count)
     tg.wait_finished(project, count + 1, timeout_s=ctx.settle_timeout_s)
+    per_task = costs.per_task(before, costs.snapshot(tg), count)
     window = task_window(ctx, project)
     if window["succeeded"] < count + 1:
         raise BenchError(f"only {window['succeeded']:.0f} of {count + 1} tasks succeeded")
@@ -69,6 +72,10 @@ def run_end_to_end(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
         "taskgate": {"seconds": round(seconds, 3), "rate": round(rate, 1)},
         "raw_celery": celery,
         "peer": best,
+        # What one task cost the stack, and what this PostgreSQL takes: the capacity model's
+        # inputs (benchmarks/scaling_model.py, docs/scaling.md).
+        "per_task": per_task,
+        "pg_commits_per_s": round(costs.commit_capacity(tg)),
     }
     return figures, data
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from benchmarks.harness import load
+from benchmarks.harness import costs, load
 from benchmarks.harness.celery_peer import QUEUE
 from benchmarks.harness.results import Figure, Target, summary
 from benchmarks.harness.scenarios.common import ECHO, Context, failures, http_spec, settle
@@ -19,9 +19,16 @@ FLOWER_PATH = "/api/task/async-apply/bench.noop"
 FLOWER_BODY = json.dumps({"args": []})
 
 
-def _wrk(ctx: Context, url: str, body: str, auth: str, seconds: float) -> load.WrkResult:
+def _warm(ctx: Context, url: str, body: str, auth: str) -> None:
     if not ctx.quick:  # a warm-up second: connection pools, caches, lazy imports
         load.wrk(ctx.scratch, url=url, body=body, auth=auth, connections=CONNECTIONS, duration_s=1)
+
+
+def _wrk(
+    ctx: Context, url: str, body: str, auth: str, seconds: float, *, warm: bool = True
+) -> load.WrkResult:
+    if warm:
+        _warm(ctx, url, body, auth)
     return load.wrk(
         ctx.scratch, url=url, body=body, auth=auth, connections=CONNECTIONS, duration_s=seconds
     )
@@ -65,7 +72,11 @@ def run_submit(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
 
     tg.stop_workers()  # like the peers: nothing consumes meanwhile
     try:
-        submit = _wrk(ctx, tg.base_url + project.tasks_path, body, project.auth, seconds)
+        url = tg.base_url + project.tasks_path
+        _warm(ctx, url, body, project.auth)
+        before = costs.snapshot(tg)
+        submit = _wrk(ctx, url, body, project.auth, seconds, warm=False)
+        per_request = costs.per_task(before, costs.snapshot(tg), max(submit.requests, 1))
     finally:
         settle(ctx)
 
@@ -76,6 +87,8 @@ def run_submit(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
         "flower_async_apply": flower.as_dict(),
         "raw_celery_send": {"sent": send["measured"], "seconds": round(send["seconds"], 3)},
         "fastapi_ceiling": bare.as_dict(),
+        # What one durable submit cost the stack: docs/scaling.md.
+        "per_request": per_request,
     }
     label = f"durable submit, {CONNECTIONS} connections"
     figures = [
