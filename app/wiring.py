@@ -9,7 +9,7 @@ import functools
 from app.core.config import Settings
 from app.core.redis import create_redis
 from app.webhooks import outbox
-from app.worker import enqueue, runtime
+from app.worker import enqueue
 
 
 def subscribe_all() -> None:
@@ -37,5 +37,8 @@ def unwire_process() -> None:
 
 def wire_workers() -> None:
     """Celery worker processes wire themselves before their first job (the worker entry points:
-    `taskgate worker`, `celery -A app worker`)."""
+    `taskgate worker`, `celery -A app worker`). Imported here, not at the top: the API and the
+    scheduler never load Celery."""
+    from app.worker import runtime
+
     runtime.on_process_start(functools.partial(wire_process, background=False))

@@ -14,11 +14,13 @@ from app import __version__
 from app.core.config import WebhookSettings
 from app.core.context import project_id_var, request_id_var
 from app.core.db import transaction, utc_now
-from app.webhooks import attempts, sender, targets
+from app.webhooks import attempts, outbox, sender, targets
 from app.webhooks.attempts import Claim, Skip
+from app.webhooks.repository import DeliveryRepository
 from app.webhooks.sender import Outcome
 from app.webhooks.signing import signature_header
 from app.webhooks.targets import Resolver, system_resolver
+from app.worker import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,16 @@ async def attempt(
         return failed(f"dns: {exc}")
 
 
+async def _hand_on_slot(session: AsyncSession, endpoint_id: uuid.UUID) -> None:
+    """This attempt's slot is free: publish the endpoint's next waiting delivery now, not on the
+    scheduler's next pass (a burst to one endpoint drains at its concurrency, not per pass)."""
+    if not enqueue.available():
+        return
+    waiting = await DeliveryRepository(session).take_waiting(endpoint_id, now=utc_now())
+    if waiting is not None:
+        outbox.enqueue_deliveries(session, [waiting])
+
+
 async def deliver(
     sessionmaker: async_sessionmaker[AsyncSession],
     delivery_id: uuid.UUID,
@@ -107,6 +119,7 @@ async def deliver(
             state = await attempts.record_attempt(
                 session, held, outcome, started_at=started_at, settings=settings
             )
+            await _hand_on_slot(session, held.endpoint_id)
         log.info(
             "webhook attempt",
             extra={

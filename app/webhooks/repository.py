@@ -228,6 +228,32 @@ class DeliveryRepository:
             dispatched_at=None,
         )
 
+    async def take_waiting(self, endpoint_id: uuid.UUID, *, now: datetime) -> uuid.UUID | None:
+        """The endpoint's next due delivery that was left for the scheduler (no slot was free),
+        marked as published: an attempt that frees its slot hands it on at once."""
+        waiting = (
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.endpoint_id == endpoint_id,
+                WebhookDelivery.state == DeliveryState.pending,
+                WebhookDelivery.next_attempt_at <= now,
+                WebhookDelivery.dispatched_at.is_(None),
+                _unclaimed(now),
+            )
+            .order_by(WebhookDelivery.endpoint_id, WebhookDelivery.next_attempt_at)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        taken: uuid.UUID | None = await self.session.scalar(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == waiting)
+            .values(dispatched_at=now)
+            .returning(WebhookDelivery.id)
+            .execution_options(synchronize_session=False)
+        )
+        return taken
+
     async def finish_attempt(
         self, delivery_id: uuid.UUID, *, attempt: int, **values: Any
     ) -> WebhookDelivery | None:

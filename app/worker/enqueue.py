@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
-from kombu.exceptions import KombuError, OperationalError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -40,7 +39,8 @@ HARD_LIMIT_GRACE_S = 30
 # What the broker refused to take: the domain marks these rows for the scheduler.
 Unsent = Callable[[AsyncSession, Sequence["Message"]], Awaitable[None]]
 
-BROKER_ERRORS = (OperationalError, KombuError, RedisError, OSError)
+# Publishing is plain Redis commands (`wire.py`): no kombu client, no kombu errors.
+BROKER_ERRORS = (RedisError, OSError)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook
@@ -21,6 +23,8 @@ from app.webhooks import attempts
 from app.webhooks.delivery import deliver
 from app.webhooks.models import DeliveryState, WebhookDelivery, WebhookEndpoint
 from app.webhooks.signing import new_secret
+from app.worker import enqueue
+from app.worker.enqueue import Publisher
 from tests.integration.webhooks.conftest import (
     attempts_of,
     deliveries_of,
@@ -460,6 +464,30 @@ class TestClaims:
         assert [isinstance(claim, attempts.Claim) for claim in claims[:2]] == [True, True]
         assert claims[2] == "busy"
         assert (await reload(db, deliveries[2].id)).dispatched_at is None  # for the scheduler
+
+    async def test_an_attempt_hands_its_slot_to_a_waiting_delivery_at_once(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        project: Project,
+        webhook_settings: WebhookSettings,
+        receiver: Receiver,
+        publisher: Publisher,
+        redis: Redis,
+    ) -> None:
+        await make_endpoint(db, project, receiver.url)
+        first, waiting = [(await deliveries_of(db, (await emit(db, project)).id))[0] for _ in "ab"]
+        settings = webhook_settings.model_copy(update={"endpoint_concurrency": 1})
+        assert (await reload(db, waiting.id)).dispatched_at is None  # left for the scheduler
+
+        with enqueue.using(publisher):
+            assert await deliver(db, first.id, settings=settings) == "succeeded"
+
+        assert (await reload(db, waiting.id)).dispatched_at is not None
+        queued = [
+            json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]
+            for raw in await redis.lrange("webhooks", 0, -1)
+        ]
+        assert str(waiting.id) in queued
 
     async def test_a_failing_endpoint_gets_one_attempt_at_a_time(
         self,
