@@ -27,7 +27,7 @@ from pathlib import Path
 from benchmarks.harness import load
 from benchmarks.harness.procs import BenchError, Processes, say
 from benchmarks.harness.scenarios.common import ECHO
-from benchmarks.harness.stack import Taskgate
+from benchmarks.harness.stack import Project, Taskgate
 
 PRELOAD_S = 10
 
@@ -106,27 +106,25 @@ def _where(frame: str) -> str:
     return inside.split(":")[0]
 
 
+def _echoes(tg: Taskgate, scratch: Path, project: Project, seconds: float) -> load.WrkResult:
+    """Submit `echo` tasks at 64 connections for `seconds`."""
+    return load.wrk(
+        scratch,
+        url=tg.base_url + project.tasks_path,
+        body=json.dumps(ECHO),
+        auth=project.auth,
+        connections=64,
+        duration_s=seconds,
+    )
+
+
 def _submit(tg: Taskgate, scratch: Path, seconds: float, out: Path, *, idle: bool) -> None:
     project = tg.new_project("profile-submit")
     tg.stop_workers()
-    load.wrk(
-        scratch,
-        url=tg.base_url + project.tasks_path,
-        body=json.dumps(ECHO),
-        auth=project.auth,
-        connections=64,
-        duration_s=2,
-    )
+    _echoes(tg, scratch, project, 2)  # warm-up
     threads = _record(tg.api_pids(), seconds, out, idle=idle)
     time.sleep(0.5)
-    result = load.wrk(
-        scratch,
-        url=tg.base_url + project.tasks_path,
-        body=json.dumps(ECHO),
-        auth=project.auth,
-        connections=64,
-        duration_s=seconds - 1,
-    )
+    result = _echoes(tg, scratch, project, seconds - 1)
     for thread in threads:
         thread.join()
     say(f"submit under py-spy: {result.rate:.0f} req/s, p99 {result.p99_ms:.0f} ms")
@@ -135,14 +133,7 @@ def _submit(tg: Taskgate, scratch: Path, seconds: float, out: Path, *, idle: boo
 def _drain(tg: Taskgate, scratch: Path, seconds: float, out: Path, *, idle: bool) -> None:
     project = tg.new_project("profile-drain")
     tg.stop_workers()
-    preload = load.wrk(
-        scratch,
-        url=tg.base_url + project.tasks_path,
-        body=json.dumps(ECHO),
-        auth=project.auth,
-        connections=64,
-        duration_s=PRELOAD_S,
-    )
+    preload = _echoes(tg, scratch, project, PRELOAD_S)
     tg.start_workers(tg.worker_concurrency)
     time.sleep(3)  # the pool processes are up and draining
     before = tg.unfinished(project)

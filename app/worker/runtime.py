@@ -62,7 +62,7 @@ def _current() -> _Runtime:
             # A connection per job this process runs at once (and one for heartbeats).
             jobs = settings.worker.concurrency if settings.worker.pool == "threads" else 1
             database = settings.database.model_copy(
-                update={"pool_size": jobs + 1, "max_overflow": 2}
+                update={"pool_size": jobs + 1, "max_overflow": max(2, jobs)}
             )
             engine = create_engine(database)
             # Follow-up jobs (a finished task's webhooks) are published before the job returns.

@@ -11,7 +11,7 @@ from benchmarks.harness.scenarios.common import Context
 from benchmarks.harness.scenarios.flow import run_drain, run_end_to_end
 from benchmarks.harness.scenarios.latency import run_longpoll, run_queue_latency
 from benchmarks.harness.scenarios.memory import run_memory
-from benchmarks.harness.scenarios.recovery import run_recovery
+from benchmarks.harness.scenarios.recovery import run_flush, run_recovery
 from benchmarks.harness.scenarios.scaling import run_scaling
 from benchmarks.harness.scenarios.submit import run_submit, run_submit_rate
 from benchmarks.harness.scenarios.webhooks import run_webhooks
@@ -36,6 +36,7 @@ SCENARIOS = (
     Scenario("webhooks", "Webhook fan-out", run_webhooks),
     Scenario("memory", "RSS over many tasks", run_memory),
     Scenario("recovery", "Recovery after kill -9 of every worker", run_recovery),
+    Scenario("flush", "Redis flushed with tasks queued", run_flush),
     Scenario("scaling", "Throughput vs worker processes and task duration", run_scaling),
 )
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}

@@ -1,4 +1,5 @@
-"""Recovery: kill -9 every worker process mid-task; how long until the killed tasks run again."""
+"""Recovery: kill -9 every worker process mid-task, or flush Redis with tasks queued; how long
+until the tasks run again."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import time
 from typing import Any
 
 import httpx
+import redis
 
+from benchmarks.harness.celery_peer import QUEUE
 from benchmarks.harness.procs import BenchError, wait_until
 from benchmarks.harness.results import Figure, Target
-from benchmarks.harness.scenarios.common import Context, settle
+from benchmarks.harness.scenarios.common import ECHO, Context, settle, submit_count, task_window
 from benchmarks.harness.stack import Project
 
 SLEEP_S = 600  # far longer than any recovery: the tasks are canceled once measured
@@ -88,5 +91,53 @@ def run_recovery(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
         "lease_s": lease,
         "how": "workers restarted right after the kill; time to each task's next"
         " `task.started` event in PostgreSQL",
+    }
+    return figures, data
+
+
+def run_flush(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
+    """Redis FLUSHALL (the run's own Valkey) with tasks queued and no worker running: how long
+    until every one of them has succeeded, against the default `redispatch_after_s`. Raw Celery
+    under the same flush: what is left of the messages it had queued."""
+    tg, peers = ctx.tg, ctx.peers
+    count = ctx.size(50, 100)
+    project = ctx.project("flush")
+    tg.probe_workers(project)
+    tg.stop_workers()
+    submit_count(ctx, project, ECHO, count)
+    peers.broker.purge([QUEUE])
+    ctx.loadgen({"mode": "celery_send", "count": count})
+    celery_queued = peers.broker.waiting([QUEUE])
+    time.sleep(0.5)  # taskgate's messages are all in the broker
+    broker = redis.Redis.from_url(tg.stack_urls.redis_url, socket_timeout=5)
+    try:
+        flushed_at = time.time()
+        broker.flushall()
+    finally:
+        broker.close()
+    celery_left = peers.broker.waiting([QUEUE])
+    tg.start_workers(tg.worker_concurrency)
+    try:
+        tg.wait_finished(project, count + 1, timeout_s=ctx.settle_timeout_s)
+    finally:
+        settle(ctx)
+    window = task_window(ctx, project)
+    seconds = window["last_finished"] - flushed_at
+    figures = [
+        Figure(
+            "flush.seconds",
+            f"Redis FLUSHALL with {count} tasks queued → all succeeded",
+            seconds,
+            "s",
+            target=Target("at_most", 15, "≤ 15 s"),
+            note=f"worker start included; raw Celery kept {celery_left} of {celery_queued}",
+        )
+    ]
+    data = {
+        "tasks": count,
+        "seconds": round(seconds, 3),
+        "raw_celery": {"queued": celery_queued, "left_after_flush": celery_left},
+        "how": "workers stopped, tasks submitted and published, FLUSHALL, workers started; time"
+        " from the flush to the last `finished_at`",
     }
     return figures, data

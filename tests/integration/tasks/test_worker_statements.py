@@ -16,7 +16,7 @@ from app.core.db import connect_args, create_engine, create_sessionmaker, transa
 from app.events.models import ActorType, Event
 from app.projects.models import Project
 from app.tasks import lifecycle
-from app.tasks.models import Priority, TaskStatus
+from app.tasks.models import Priority, Task, TaskStatus
 from tests.integration.tasks.conftest import event_kinds, make_task, reload
 
 
@@ -29,6 +29,15 @@ async def durable_db(settings: Settings) -> AsyncIterator[async_sessionmaker[Asy
     engine = create_engine(settings.database, connect_args=args)
     yield create_sessionmaker(engine)
     await engine.dispose()
+
+
+async def _leased(db: async_sessionmaker[AsyncSession], project: Project) -> tuple[Task, Task]:
+    """A queued task, and its lease by worker `w1`."""
+    task = await make_task(db, project)
+    async with transaction(db) as session:
+        leased = await lifecycle.lease(session, task.id, worker="w1", lease_s=30)
+    assert leased is not None
+    return task, leased
 
 
 async def _commit_mode(session: AsyncSession) -> str:
@@ -80,10 +89,7 @@ class TestSucceed:
     async def test_succeeds_durably_with_the_result_inline_and_its_event(
         self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
     ) -> None:
-        task = await make_task(durable_db, live_project)
-        async with transaction(durable_db) as session:
-            leased = await lifecycle.lease(session, task.id, worker="w1", lease_s=30)
-        assert leased is not None
+        task, leased = await _leased(durable_db, live_project)
 
         async with transaction(durable_db) as session:
             ended = await lifecycle.succeed(session, leased, result={"n": 2**70})
@@ -101,10 +107,7 @@ class TestSucceed:
     async def test_a_result_kept_in_s3_leaves_sql_null(
         self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
     ) -> None:
-        task = await make_task(durable_db, live_project)
-        async with transaction(durable_db) as session:
-            leased = await lifecycle.lease(session, task.id, worker="w1", lease_s=30)
-        assert leased is not None
+        task, leased = await _leased(durable_db, live_project)
 
         async with transaction(durable_db) as session:
             await lifecycle.succeed(session, leased, result=None, result_key="projects/x/r")
@@ -118,10 +121,7 @@ class TestSucceed:
     async def test_an_attempt_that_lost_its_lease_changes_nothing(
         self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
     ) -> None:
-        task = await make_task(durable_db, live_project)
-        async with transaction(durable_db) as session:
-            first = await lifecycle.lease(session, task.id, worker="w1", lease_s=30)
-        assert first is not None
+        task, _ = await _leased(durable_db, live_project)
         stale = await reload(durable_db, task.id)
         stale.attempt = 0  # an earlier attempt, reaped and superseded
 
