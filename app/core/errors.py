@@ -176,7 +176,30 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DATABASE_UNAVAILABLE)
 
 
+# Foreign keys whose parent may vanish between a request's check and its write (a project
+# deleted by another process while its API key was remembered): constraint name → the error.
+_vanished_parents: dict[str, type[AppError]] = {}
+
+
+def when_parent_vanishes(constraint: str, error: type[AppError]) -> None:
+    """Answer a violation of the foreign key `constraint` with `error` (a domain registers its
+    own parents, so core knows none of them)."""
+    _vanished_parents[constraint] = error
+
+
+def _vanished_parent(exc: BaseException) -> type[AppError] | None:
+    """The error registered for the foreign key `exc` violates (through SQLAlchemy, or straight
+    from asyncpg on a hot path), if any."""
+    if isinstance(exc, sqlalchemy.exc.IntegrityError) and exc.orig is not None:
+        exc = exc.orig.__cause__ or exc.orig
+    if isinstance(exc, asyncpg.exceptions.ForeignKeyViolationError):
+        return _vanished_parents.get(exc.constraint_name or "")
+    return None
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if (vanished := _vanished_parent(exc)) is not None:
+        return await _app_error(request, vanished())
     if not is_database_unavailable(exc):
         return await _unhandled(request, exc)
     log.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)})
@@ -205,7 +228,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for database_error in (*DATABASE_UNAVAILABLE, sqlalchemy.exc.DBAPIError):
+    database_errors = (
+        *DATABASE_UNAVAILABLE,
+        sqlalchemy.exc.DBAPIError,
+        asyncpg.exceptions.ForeignKeyViolationError,
+    )
+    for database_error in database_errors:
         app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(Exception, _unhandled)
 

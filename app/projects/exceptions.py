@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from app.core.errors import Conflict, Forbidden, NotFound
+from app.core.errors import Conflict, Forbidden, NotFound, when_parent_vanishes
 
 
 class ProjectNotFound(NotFound):
     """Also what a caller outside the project gets, so a project's existence is never confirmed."""
 
     type, title = "project-not-found", "Project not found"
+
+
+# A row written for a project deleted meanwhile (its API key remembered for up to a second).
+for _table in ("tasks", "events", "files", "webhook_endpoints"):
+    when_parent_vanishes(f"fk_{_table}_project_id_projects", ProjectNotFound)
 
 
 class InsufficientRole(Forbidden):

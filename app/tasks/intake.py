@@ -11,17 +11,12 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.sql import Params, driver_connection
 from app.events.service import Recorded
 from app.events.statement import EventBatch
-from app.projects.exceptions import ProjectNotFound
 from app.tasks.models import JSON_COLUMNS
-
-# The task's and its event's reference to the project (a deleted project is a 404).
-PROJECT_KEYS = frozenset({"fk_tasks_project_id_projects", "fk_events_project_id_projects"})
 
 
 def _value(p: Params, column: str, value: Any) -> str:
@@ -36,8 +31,7 @@ async def insert_task(
     recorded: Recorded,
 ) -> bool:
     """Insert the task of `values` with its event `recorded`; False (and nothing written) when
-    its project already has a task with its idempotency key. `ProjectNotFound` when the project
-    is gone (deleted while its key was remembered)."""
+    its project already has a task with its idempotency key."""
     p = Params()
     events = EventBatch([recorded])
     columns = ", ".join(values)
@@ -48,13 +42,10 @@ async def insert_task(
         f"{events.ctes(p, when='EXISTS (SELECT 1 FROM task)')}\n"
         f"SELECT EXISTS (SELECT 1 FROM task) AS inserted{events.outputs()}"
     )
-    try:
-        async with driver_connection(sessionmaker) as connection:
-            row = await connection.fetchrow(statement, *p.values)
-    except asyncpg.ForeignKeyViolationError as exc:
-        if exc.constraint_name in PROJECT_KEYS:
-            raise ProjectNotFound() from None
-        raise
+    # A project deleted meanwhile violates the task's foreign key: a 404 (`projects.exceptions`
+    # registers it with `core.errors.when_parent_vanishes`).
+    async with driver_connection(sessionmaker) as connection:
+        row = await connection.fetchrow(statement, *p.values)
     inserted = bool(row["inserted"])
     if inserted:
         await events.written(row, sessionmaker)

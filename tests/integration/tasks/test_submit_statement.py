@@ -171,6 +171,22 @@ class TestRememberedApiKeys:
         assert gone.headers["content-type"] == "application/problem+json"
         assert gone.json()["type"].endswith("/project-not-found")
 
+    async def test_an_upload_to_a_project_deleted_elsewhere_is_a_404_not_a_500(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        project, _, headers = await _project_and_key(session)
+        assert (await _submit(client, project, headers)).status_code == 202
+
+        await session.execute(delete(Project).where(Project.id == project.id))
+
+        gone = await client.post(
+            f"/v1/projects/{project.id}/files:upload",
+            files={"file": ("a.txt", b"hello", "text/plain")},
+            headers=headers,
+        )
+        assert gone.status_code == 404, gone.text
+        assert gone.json()["type"].endswith("/project-not-found")
+
 
 class TestDatabaseOutOfConnections:
     async def test_a_request_that_cannot_get_a_connection_is_a_503_to_retry(
