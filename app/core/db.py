@@ -116,7 +116,8 @@ def _forget_callbacks(session: Session, previous_transaction: Any) -> None:
         session.info.pop(_AFTER_COMMIT_KEY, None)
 
 
-async def _run_callbacks(callbacks: list[AfterCommit]) -> None:
+async def run_after_commit(callbacks: list[AfterCommit]) -> None:
+    """Run after-commit work in order; a failing callback is logged, the others still run."""
     for callback in callbacks:
         try:
             outcome = callback()
@@ -140,4 +141,4 @@ async def transaction(
             await session.rollback()
             raise
         callbacks = session.info.pop(_AFTER_COMMIT_KEY, [])
-    await _run_callbacks(callbacks)
+    await run_after_commit(callbacks)

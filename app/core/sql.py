@@ -17,6 +17,8 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from app.core.db import AfterCommit, run_after_commit
+
 CONNECTION_LOST = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
@@ -90,3 +92,16 @@ async def driver_of(session: AsyncSession) -> asyncpg.Connection:
         await adapter._start_transaction()
     driver: asyncpg.Connection = raw.driver_connection
     return driver
+
+
+@asynccontextmanager
+async def driver_transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[tuple[asyncpg.Connection, list[AfterCommit]]]:
+    """A transaction on a pooled asyncpg connection, without an ORM session: yields the
+    connection and a list to append after-commit work to (run once it has committed, in order,
+    as `transaction()` runs its `after_commit` callbacks)."""
+    later: list[AfterCommit] = []
+    async with driver_connection(sessionmaker) as driver, driver.transaction():
+        yield driver, later
+    await run_after_commit(later)

@@ -21,6 +21,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.sql import Params
+from app.events.models import Event
 from app.events.schemas import EventRead
 from app.events.service import Recorded
 
@@ -32,12 +33,45 @@ Written = Callable[
 # ids once committed), or None when it has nothing to write for these events.
 FanOut = Callable[[Params, Sequence[Recorded]], tuple[str, Written] | None]
 
+# (params, SQL of the event's project id, the event's kind) -> SQL that is true when the
+# subscriber would write rows for such an event (so a statement that writes an event from a row
+# builds the event's body only when someone wants it).
+Wants = Callable[[Params, str, str], str]
+
 _subscribers: dict[str, FanOut] = {}
+_wants: dict[str, Wants | None] = {}
 
 
-def subscribe(name: str, fan_out: FanOut) -> None:
-    """Write `fan_out`'s rows in every event statement of this process (idempotent by name)."""
+def subscribe(name: str, fan_out: FanOut, wants: Wants | None = None) -> None:
+    """Write `fan_out`'s rows in every event statement of this process (idempotent by name);
+    `wants` (optional) says in SQL whether it would, for `wanted`."""
     _subscribers[name] = fan_out
+    _wants[name] = wants
+
+
+def insert_from_row(p: Params, *, source: str, event: Event, data_sql: str) -> str:
+    """A CTE body writing `event` about each row of the relation `source` (its `id` is the
+    subject, its `project_id` the project), with `data_sql` (SQL over `source`) as its data:
+    for a statement whose UPDATE … RETURNING decides what the event says."""
+    return (
+        "INSERT INTO events"  # noqa: S608 - placeholders and our own relation names only
+        " (id, project_id, kind, actor_type, actor_id, subject_id, data, request_id, at)"
+        f" SELECT {p(event.id)}, {source}.project_id, {p(event.kind)},"
+        f" {p(event.actor_type.value)}, {p(event.actor_id)}, {source}.id, {data_sql},"
+        f" {p(event.request_id)}, CAST({p(event.at)} AS timestamptz) FROM {source} RETURNING id"
+    )
+
+
+def wanted(p: Params, *, project_sql: str, kind: str) -> str:
+    """SQL that is true when some statement subscriber wants an event of `kind` in the project
+    `project_sql` (true when one cannot say)."""
+    conditions = []
+    for name in _subscribers:
+        wants = _wants.get(name)
+        if wants is None:
+            return "true"
+        conditions.append(f"({wants(p, project_sql, kind)})")
+    return " OR ".join(conditions) or "false"
 
 
 def _timestamp(recorded: Recorded) -> str:
@@ -82,8 +116,11 @@ def recordset(p: Params, rows: Sequence[dict[str, Any]]) -> str:
 class EventBatch:
     """The events one statement writes, and what its subscribers add."""
 
-    def __init__(self, recorded: Sequence[Recorded]) -> None:
+    def __init__(self, recorded: Sequence[Recorded], *, events_written: bool = False) -> None:
+        """`events_written`: the events are in already (`insert_from_row`); only the
+        subscribers' rows are to be written."""
         self.recorded = list(recorded)
+        self.events_written = events_written
         self._written: list[tuple[str, Written]] = []
 
     def ctes(self, p: Params, *, when: str) -> str:
@@ -91,11 +128,14 @@ class EventBatch:
         SQL condition `when` holds (e.g. `EXISTS (SELECT 1 FROM task)`: the row was new)."""
         parts = [
             f"recorded AS ({recordset(p, [recorded_row(r) for r in self.recorded])} WHERE {when})",
-            "recorded_events AS (INSERT INTO events"
-            " (id, project_id, kind, actor_type, actor_id, subject_id, data, request_id, at)"
-            " SELECT id, project_id, kind, actor_type, actor_id, subject_id, data,"
-            " own_request_id, at FROM recorded RETURNING id)",
         ]
+        if not self.events_written:
+            parts.append(
+                "recorded_events AS (INSERT INTO events"
+                " (id, project_id, kind, actor_type, actor_id, subject_id, data, request_id, at)"
+                " SELECT id, project_id, kind, actor_type, actor_id, subject_id, data,"
+                " own_request_id, at FROM recorded RETURNING id)"
+            )
         for index, fan_out in enumerate(_subscribers.values()):
             found = fan_out(p, self.recorded)
             if found is not None:

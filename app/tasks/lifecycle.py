@@ -6,20 +6,44 @@ from __future__ import annotations
 import functools
 import random
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import TaskSettings
-from app.core.db import after_commit, sessionmaker_of, utc_now
-from app.core.sql import Params, driver_of
+from app.core.db import AfterCommit, after_commit, sessionmaker_of, utc_now
+from app.core.sql import Params, driver_of, driver_transaction
+from app.events import service as event_service
+from app.events.models import Event
+from app.events.service import Recorded
 from app.events.statement import EventBatch
 from app.tasks import statements
 from app.tasks.models import ERROR_MESSAGE_LIMIT, Task, TaskStatus
-from app.tasks.recording import record, recorded
-from app.tasks.repository import FINISHED_CHANNEL, TaskRepository
+from app.tasks.recording import record, subject_of
+from app.tasks.repository import TaskRepository
+
+# Where a transition runs: its connection, in a transaction; what to call once that commits;
+# the sessionmaker for follow-up work (None for a bare session).
+Defer = Callable[[AfterCommit], None]
+
+
+@dataclass(frozen=True)
+class _On:
+    connection: asyncpg.Connection
+    defer: Defer
+    sessionmaker: async_sessionmaker[AsyncSession] | None
+
+
+async def _in_session(session: AsyncSession) -> _On:
+    return _On(
+        await driver_of(session),
+        functools.partial(after_commit, session),
+        sessionmaker_of(session),
+    )
 
 
 async def lease(
@@ -30,39 +54,54 @@ async def lease(
     Committed without waiting for the WAL flush (`synchronous_commit = off`): a lease lost in a
     PostgreSQL crash costs at most a re-run of the attempt (its finish then finds no lease and is
     discarded), and every later durable commit, such as the finish, flushes it first."""
-    connection = await driver_of(session)
+    return await _lease(await _in_session(session), task_id, worker=worker, lease_s=lease_s)
+
+
+async def lease_now(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    task_id: uuid.UUID,
+    *,
+    worker: str,
+    lease_s: float,
+) -> Task | None:
+    """`lease` in a transaction of its own, without an ORM session (the worker's hot path)."""
+    async with driver_transaction(sessionmaker) as (connection, later):
+        on = _On(connection, later.append, sessionmaker)
+        return await _lease(on, task_id, worker=worker, lease_s=lease_s)
+
+
+async def _lease(on: _On, task_id: uuid.UUID, *, worker: str, lease_s: float) -> Task | None:
     now = utc_now()
-    task = await statements.lease(
-        connection, task_id, worker=worker, now=now, lease_until=now + timedelta(seconds=lease_s)
+    event = _event("task.started")
+    leased = await statements.lease(
+        on.connection,
+        task_id,
+        worker=worker,
+        now=now,
+        lease_until=now + timedelta(seconds=lease_s),
+        event=event,
     )
-    if task is not None:
-        data = {"attempt": task.attempt, "worker": worker}
-        await _record(session, connection, task, "task.started", data=data, durable=False)
+    if leased is None:
+        return None
+    task, wanted = leased
+    if wanted:
+        await _fan_out(on, task, event, {"attempt": task.attempt, "worker": worker})
     return task
 
 
-async def _record(
-    session: AsyncSession,
-    connection: asyncpg.Connection,
-    task: Task,
-    kind: str,
-    *,
-    data: dict[str, Any],
-    durable: bool = True,
-    notify: bool = False,
-) -> None:
-    """`record` in one statement of its own: the event and its subscribers' rows; with
-    `notify`, long-polls wake on commit; without `durable`, the commit does not wait for disk."""
-    events = EventBatch([recorded(task, kind, data=data)])
-    p = Params()
-    also = ""
-    if notify:
-        also += f", pg_notify({p(FINISHED_CHANNEL)}, {p(str(task.id))}) IS NULL AS notified"
-    if not durable:
-        also += ", set_config('synchronous_commit', 'off', true) AS relaxed"
-    row = await events.insert(connection, p, also=also)
-    sessionmaker = sessionmaker_of(session)
-    after_commit(session, functools.partial(events.written, row, sessionmaker))
+def _event(kind: str) -> Event:
+    """The transition's event; its subject, project and data come from the statement's row."""
+    return event_service.new_event(kind, project_id=None, subject_id=None, actor=None)
+
+
+async def _fan_out(on: _On, task: Task, event: Event, data: dict[str, Any]) -> None:
+    """The subscribers' rows for an event the transition's statement wrote, with its body (the
+    task as the API shows it now), in the same transaction; published once it commits."""
+    event.project_id, event.subject_id, event.data = task.project_id, task.id, data
+    body = Recorded(event, subject=subject_of(task), request_id=task.request_id)
+    fan_out = EventBatch([body], events_written=True)
+    row = await fan_out.insert(on.connection, Params())
+    on.defer(functools.partial(fan_out.written, row, on.sessionmaker))
 
 
 async def heartbeat(
@@ -83,14 +122,33 @@ async def succeed(
     session: AsyncSession, task: Task, *, result: Any, result_key: str | None = None
 ) -> Task | None:
     """End the attempt as succeeded, with its result inline or (large) under `result_key` in S3."""
-    connection = await driver_of(session)
+    return await _succeed(await _in_session(session), task, result=result, result_key=result_key)
+
+
+async def succeed_now(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    task: Task,
+    *,
+    result: Any,
+    result_key: str | None = None,
+) -> Task | None:
+    """`succeed` in a transaction of its own, without an ORM session (the worker's hot path)."""
+    async with driver_transaction(sessionmaker) as (connection, later):
+        on = _On(connection, later.append, sessionmaker)
+        return await _succeed(on, task, result=result, result_key=result_key)
+
+
+async def _succeed(on: _On, task: Task, *, result: Any, result_key: str | None) -> Task | None:
+    event = _event("task.succeeded")
     ended = await statements.succeed(
-        connection, task, result=result, result_key=result_key, now=utc_now()
+        on.connection, task, result=result, result_key=result_key, now=utc_now(), event=event
     )
-    if ended is not None:
-        data = {"attempt": ended.attempt}
-        await _record(session, connection, ended, "task.succeeded", data=data, notify=True)
-    return ended
+    if ended is None:
+        return None
+    done, wanted = ended
+    if wanted:
+        await _fan_out(on, done, event, {"attempt": done.attempt})
+    return done
 
 
 async def end_canceled(session: AsyncSession, task: Task) -> Task | None:

@@ -33,7 +33,7 @@ def record(
         subject_id=task.id,
         actor=actor,
         data=data,
-        subject=_subject(task),
+        subject=subject_of(task),
         request_id=task.request_id,
     )
 
@@ -45,8 +45,9 @@ def recorded(
     event = event_service.new_event(
         kind, project_id=task.project_id, subject_id=task.id, actor=actor, data=data
     )
-    return Recorded(event, subject=_subject(task), request_id=task.request_id)
+    return Recorded(event, subject=subject_of(task), request_id=task.request_id)
 
 
-def _subject(task: Task) -> dict[str, Any]:
+def subject_of(task: Task) -> dict[str, Any]:
+    """The task as the API shows it, for an event's subscribers."""
     return TaskRead.model_validate(task).model_dump(mode="json")

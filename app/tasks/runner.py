@@ -45,8 +45,7 @@ async def execute(
     storage: Storage,
 ) -> None:
     """Run one attempt of a task. Safe to receive twice: only one worker can lease it."""
-    async with transaction(sessionmaker) as session:
-        task = await lifecycle.lease(session, task_id, worker=worker, lease_s=limits.lease_s)
+    task = await lifecycle.lease_now(sessionmaker, task_id, worker=worker, lease_s=limits.lease_s)
     if task is None:
         log.info("nothing to lease", extra={"task_id": str(task_id)})
         return  # leased elsewhere, finished, canceled or not due: ack and do nothing
@@ -192,8 +191,7 @@ async def _succeed(
         await _fail(sessionmaker, task, "invalid_result", message, False, limits)
         return
     if len(payload) <= limits.inline_result_bytes:
-        async with transaction(sessionmaker) as session:
-            await lifecycle.succeed(session, task, result=result)
+        await lifecycle.succeed_now(sessionmaker, task, result=result)
         return
     try:
         key = await file_service.store_result(
@@ -202,8 +200,7 @@ async def _succeed(
     except StorageError as exc:
         await _fail(sessionmaker, task, "storage_unavailable", str(exc), True, limits)
         return
-    async with transaction(sessionmaker) as session:
-        await lifecycle.succeed(session, task, result=None, result_key=key)
+    await lifecycle.succeed_now(sessionmaker, task, result=None, result_key=key)
 
 
 async def _fail(

@@ -39,7 +39,19 @@ def subscribe() -> None:
     """Write webhook deliveries for the events this process records (idempotent): at the
     session's flush for `events.service.record`, in the same statement for `events.statement`."""
     event_service.subscribe(_track)
-    event_statement.subscribe("webhooks", _fan_out)
+    event_statement.subscribe("webhooks", _fan_out, _wants)
+
+
+def _wants(p: Params, project_sql: str, kind: str) -> str:
+    """Whether an enabled endpoint of the project subscribes to `kind`."""
+    if not is_deliverable(kind):
+        return "false"
+    return (
+        "EXISTS (SELECT 1 FROM webhook_endpoints AS endpoint"  # noqa: S608 - placeholders only
+        f" WHERE endpoint.project_id = {project_sql} AND endpoint.enabled"
+        f" AND (CAST({p(kind)} AS text) = ANY(endpoint.event_kinds)"
+        " OR '*' = ANY(endpoint.event_kinds)))"
+    )
 
 
 def _deliverable(recorded: event_service.Recorded) -> bool:

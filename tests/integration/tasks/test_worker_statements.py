@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
@@ -17,7 +17,10 @@ from app.events.models import ActorType, Event
 from app.projects.models import Project
 from app.tasks import lifecycle
 from app.tasks.models import Priority, Task, TaskStatus
+from app.tasks.schemas import TaskRead
+from app.webhooks.models import WebhookDelivery
 from tests.integration.tasks.conftest import event_kinds, make_task, reload
+from tests.integration.webhooks.conftest import make_endpoint
 
 
 @pytest.fixture
@@ -131,3 +134,49 @@ class TestSucceed:
         stored = await reload(durable_db, task.id)
         assert (stored.status, stored.result) == (TaskStatus.running, None)
         assert await event_kinds(durable_db, task.id) == ["task.started"]
+
+
+class TestSubscribersOfTheTransitions:
+    async def test_a_subscribed_endpoint_gets_both_events_with_the_task_as_it_was(
+        self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
+    ) -> None:
+        await make_endpoint(durable_db, live_project, "https://example.com/all")
+        await make_endpoint(durable_db, live_project, "https://example.com/none", events=["x.y"])
+        task, leased = await _leased(durable_db, live_project)
+        async with transaction(durable_db) as session:
+            ended = await lifecycle.succeed(session, leased, result={"ok": True})
+        assert ended is not None
+
+        async with durable_db() as session:
+            rows = (
+                await session.execute(
+                    select(Event.kind, Event.at, WebhookDelivery.payload)
+                    .join(WebhookDelivery, WebhookDelivery.event_id == Event.id)
+                    .where(Event.subject_id == task.id)
+                    .order_by(Event.at)
+                )
+            ).all()
+        assert [kind for kind, _, _ in rows] == ["task.started", "task.succeeded"]
+        for (kind, at, payload), state in zip(rows, (leased, ended), strict=True):
+            assert payload == {
+                "type": kind,
+                "timestamp": at.isoformat().replace("+00:00", "Z"),
+                "data": TaskRead.model_validate(state).model_dump(mode="json"),
+            }
+
+    async def test_without_a_subscriber_no_delivery_is_written(
+        self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
+    ) -> None:
+        task, leased = await _leased(durable_db, live_project)
+        async with transaction(durable_db) as session:
+            await lifecycle.succeed(session, leased, result={"ok": True})
+
+        async with durable_db() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(WebhookDelivery)
+                .join(Event, Event.id == WebhookDelivery.event_id)
+                .where(Event.subject_id == task.id)
+            )
+        assert count == 0
+        assert await event_kinds(durable_db, task.id) == ["task.started", "task.succeeded"]
