@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import TaskSettings
 from app.core.db import AfterCommit, after_commit, sessionmaker_of, utc_now
-from app.core.sql import Params, driver_of, driver_transaction
+from app.core.sql import Params, driver_connection, driver_of, driver_transaction
 from app.events import service as event_service
 from app.events.models import Event
 from app.events.service import Recorded
@@ -64,29 +64,46 @@ async def lease_now(
     worker: str,
     lease_s: float,
 ) -> Task | None:
-    """`lease` in a transaction of its own, without an ORM session (the worker's hot path)."""
+    """`lease` without an ORM session (the worker's hot path): one statement that commits by
+    itself, or, when an event subscriber wants `task.started`, a transaction that also writes
+    the subscriber's rows."""
+    async with driver_connection(sessionmaker) as connection:
+        alone = await _lease_statement(connection, task_id, worker, lease_s, _event("task.started"))
+    if not alone.wanted:
+        return alone.task
     async with driver_transaction(sessionmaker) as (connection, later):
         on = _On(connection, later.append, sessionmaker)
         return await _lease(on, task_id, worker=worker, lease_s=lease_s)
 
 
-async def _lease(on: _On, task_id: uuid.UUID, *, worker: str, lease_s: float) -> Task | None:
+async def _lease_statement(
+    connection: asyncpg.Connection,
+    task_id: uuid.UUID,
+    worker: str,
+    lease_s: float,
+    event: Event,
+    *,
+    alone: bool = True,
+) -> statements.Transition:
     now = utc_now()
-    event = _event("task.started")
-    leased = await statements.lease(
-        on.connection,
+    return await statements.lease(
+        connection,
         task_id,
         worker=worker,
         now=now,
         lease_until=now + timedelta(seconds=lease_s),
         event=event,
+        alone=alone,
     )
-    if leased is None:
-        return None
-    task, wanted = leased
-    if wanted:
-        await _fan_out(on, task, event, {"attempt": task.attempt, "worker": worker})
-    return task
+
+
+async def _lease(on: _On, task_id: uuid.UUID, *, worker: str, lease_s: float) -> Task | None:
+    event = _event("task.started")
+    leased = await _lease_statement(on.connection, task_id, worker, lease_s, event, alone=False)
+    if leased.task is not None and leased.wanted:
+        data = {"attempt": leased.task.attempt, "worker": worker}
+        await _fan_out(on, leased.task, event, data)
+    return leased.task
 
 
 def _event(kind: str) -> Event:
@@ -132,7 +149,19 @@ async def succeed_now(
     result: Any,
     result_key: str | None = None,
 ) -> Task | None:
-    """`succeed` in a transaction of its own, without an ORM session (the worker's hot path)."""
+    """`succeed` without an ORM session (the worker's hot path), as `lease_now` leases."""
+    async with driver_connection(sessionmaker) as connection:
+        alone = await statements.succeed(
+            connection,
+            task,
+            result=result,
+            result_key=result_key,
+            now=utc_now(),
+            event=_event("task.succeeded"),
+            alone=True,
+        )
+    if not alone.wanted:
+        return alone.task
     async with driver_transaction(sessionmaker) as (connection, later):
         on = _On(connection, later.append, sessionmaker)
         return await _succeed(on, task, result=result, result_key=result_key)
@@ -141,14 +170,17 @@ async def succeed_now(
 async def _succeed(on: _On, task: Task, *, result: Any, result_key: str | None) -> Task | None:
     event = _event("task.succeeded")
     ended = await statements.succeed(
-        on.connection, task, result=result, result_key=result_key, now=utc_now(), event=event
+        on.connection,
+        task,
+        result=result,
+        result_key=result_key,
+        now=utc_now(),
+        event=event,
+        alone=False,
     )
-    if ended is None:
-        return None
-    done, wanted = ended
-    if wanted:
-        await _fan_out(on, done, event, {"attempt": done.attempt})
-    return done
+    if ended.task is not None and ended.wanted:
+        await _fan_out(on, ended.task, event, {"attempt": ended.task.attempt})
+    return ended.task
 
 
 async def end_canceled(session: AsyncSession, task: Task) -> Task | None:

@@ -1,15 +1,19 @@
 """The worker's hot transitions as hand-written statements on asyncpg.
 
 Each is the same guarded UPDATE as `TaskRepository`'s (by status, and by attempt for the lease
-holder), and in the same statement it writes the transition's event (`events.statement.
-insert_from_row`) and says whether any event subscriber wants that event. Only then does
-`lifecycle.py` build the event's body (the task as the API shows it) and write the
-subscribers' rows, in one more statement of the same transaction. No ORM, no session.
+holder), and in the same statement it writes the transition's event
+(`events.statement.insert_from_row`) and says whether an event subscriber wants that event.
+
+`alone=True`: the statement commits by itself (one round trip), so it changes nothing when a
+subscriber wants the event: their rows need the event's body, built in Python, in the same
+transaction. The caller then makes the transition in a transaction (`alone=False`), and writes
+the subscribers' rows there (`lifecycle.py`). No ORM, no session.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +26,15 @@ from app.tasks.models import TASK_COLUMNS, Priority, Task, TaskStatus
 from app.tasks.repository import FINISHED_CHANNEL
 
 
+@dataclass(frozen=True)
+class Transition:
+    """What a transition statement did: the task after it (None: nothing changed), and whether a
+    subscriber wants its event (with `alone`, a wanted event means nothing changed yet)."""
+
+    task: Task | None
+    wanted: bool
+
+
 def task_of(row: Any) -> Task:
     """A (transient) `Task` from a `RETURNING *` row."""
     task = Task(**{column: row[column] for column in TASK_COLUMNS})
@@ -30,13 +43,37 @@ def task_of(row: Any) -> Task:
     return task
 
 
-def _with_event(p: Params, update: str, event: Event, data_sql: str, also: str = "") -> str:
+async def _run(
+    connection: asyncpg.Connection,
+    p: Params,
+    *,
+    update: str,
+    task_id: uuid.UUID,
+    event: Event,
+    data_sql: str,
+    also: str,
+    alone: bool,
+) -> Transition:
     insert = event_statement.insert_from_row(p, source="task", event=event, data_sql=data_sql)
-    wanted = event_statement.wanted(p, project_sql="task.project_id", kind=event.kind)
-    return (
-        f"WITH task AS ({update} RETURNING *),\nevent AS ({insert})\n"
-        f"SELECT task.*, {wanted} AS wanted{also} FROM task"
-    )
+    if alone:
+        unwanted = event_statement.wanted(p, project_sql="tasks.project_id", kind=event.kind)
+        project = f"(SELECT project_id FROM tasks WHERE id = {p(task_id)})"  # noqa: S608
+        wanted = event_statement.wanted(p, project_sql=project, kind=event.kind)
+        statement = (
+            f"WITH task AS ({update} AND NOT ({unwanted}) RETURNING *),\nevent AS ({insert})\n"
+            f"SELECT task.*, probe.wanted{also}"
+            f" FROM (SELECT {wanted} AS wanted) AS probe LEFT JOIN task ON true"
+        )
+    else:
+        wanted = event_statement.wanted(p, project_sql="task.project_id", kind=event.kind)
+        statement = (
+            f"WITH task AS ({update} RETURNING *),\nevent AS ({insert})\n"
+            f"SELECT task.*, {wanted} AS wanted{also} FROM task"
+        )
+    row = await connection.fetchrow(statement, *p.values)
+    if row is None or row["id"] is None:
+        return Transition(None, bool(row is not None and row["wanted"]))
+    return Transition(task_of(row), bool(row["wanted"]))
 
 
 async def lease(
@@ -47,10 +84,10 @@ async def lease(
     now: datetime,
     lease_until: datetime,
     event: Event,
-) -> tuple[Task, bool] | None:
+    alone: bool,
+) -> Transition:
     """queued → running for one worker, with `event` (its data: the attempt and the worker);
-    None when the task is not queued (or not due) any more. Also returns whether a subscriber
-    wants the event. The transaction commits without waiting for disk (SET LOCAL)."""
+    no task when it is not queued (or not due) any more. Its commit does not wait for disk."""
     p = Params()
     update = (
         "UPDATE tasks SET status = 'running', attempt = attempt + 1,"  # noqa: S608 - placeholders only
@@ -61,8 +98,16 @@ async def lease(
     )
     data = f"jsonb_build_object('attempt', task.attempt, 'worker', CAST({p(worker)} AS text))"
     also = ", set_config('synchronous_commit', 'off', true) AS relaxed"
-    row = await connection.fetchrow(_with_event(p, update, event, data, also), *p.values)
-    return None if row is None else (task_of(row), bool(row["wanted"]))
+    return await _run(
+        connection,
+        p,
+        update=update,
+        task_id=task_id,
+        event=event,
+        data_sql=data,
+        also=also,
+        alone=alone,
+    )
 
 
 async def succeed(
@@ -73,10 +118,11 @@ async def succeed(
     result_key: str | None,
     now: datetime,
     event: Event,
-) -> tuple[Task, bool] | None:
+    alone: bool,
+) -> Transition:
     """running → succeeded for the attempt that holds the lease, with `event` and a NOTIFY for
-    long-polls; None if it lost the lease. The result is inline JSON, or SQL NULL when it is
-    kept in S3 under `result_key`. Also returns whether a subscriber wants the event."""
+    long-polls; no task if it lost the lease. The result is inline JSON, or SQL NULL when it is
+    kept in S3 under `result_key`."""
     p = Params()
     stored = "NULL" if result_key is not None else p.json(result)
     update = (
@@ -84,7 +130,17 @@ async def succeed(
         f" result_key = {p(result_key)}, error = NULL, progress = 1.0, finished_at = {p(now)}"
         f" WHERE id = {p(task.id)} AND status = 'running' AND attempt = {p(task.attempt)}"
     )
-    also = f", pg_notify({p(FINISHED_CHANNEL)}, CAST(task.id AS text)) IS NULL AS notified"
-    data = "jsonb_build_object('attempt', task.attempt)"
-    row = await connection.fetchrow(_with_event(p, update, event, data, also), *p.values)
-    return None if row is None else (task_of(row), bool(row["wanted"]))
+    also = (
+        f", CASE WHEN task.id IS NOT NULL"
+        f" THEN pg_notify({p(FINISHED_CHANNEL)}, CAST(task.id AS text)) END IS NULL AS notified"
+    )
+    return await _run(
+        connection,
+        p,
+        update=update,
+        task_id=task.id,
+        event=event,
+        data_sql="jsonb_build_object('attempt', task.attempt)",
+        also=also,
+        alone=alone,
+    )

@@ -39,6 +39,16 @@ async def _submit(
     )
 
 
+async def _remembered_key_of_a_deleted_project(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> tuple[Project, dict[str, str]]:
+    """A key this process has just used, of a project another process then deleted."""
+    project, _, headers = await _project_and_key(session)
+    assert (await _submit(client, project, headers)).status_code == 202
+    await session.execute(delete(Project).where(Project.id == project.id))
+    return project, headers
+
+
 class TestOneStatementSubmit:
     async def test_writes_the_task_with_sql_nulls_and_its_event_with_the_request_id(
         self, client: httpx.AsyncClient, session: AsyncSession
@@ -161,10 +171,7 @@ class TestRememberedApiKeys:
     async def test_a_project_deleted_elsewhere_is_a_404_not_a_500(
         self, client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        project, _, headers = await _project_and_key(session)
-        assert (await _submit(client, project, headers)).status_code == 202
-
-        await session.execute(delete(Project).where(Project.id == project.id))
+        project, headers = await _remembered_key_of_a_deleted_project(client, session)
 
         gone = await _submit(client, project, headers)
         assert gone.status_code == 404
@@ -174,10 +181,7 @@ class TestRememberedApiKeys:
     async def test_an_upload_to_a_project_deleted_elsewhere_is_a_404_not_a_500(
         self, client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        project, _, headers = await _project_and_key(session)
-        assert (await _submit(client, project, headers)).status_code == 202
-
-        await session.execute(delete(Project).where(Project.id == project.id))
+        project, headers = await _remembered_key_of_a_deleted_project(client, session)
 
         gone = await client.post(
             f"/v1/projects/{project.id}/files:upload",

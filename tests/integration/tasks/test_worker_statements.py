@@ -180,3 +180,68 @@ class TestSubscribersOfTheTransitions:
             )
         assert count == 0
         assert await event_kinds(durable_db, task.id) == ["task.started", "task.succeeded"]
+
+
+class TestTheWorkersPath:
+    """`lease_now` / `succeed_now`: one statement that commits by itself, or a transaction when
+    a subscriber wants the event (its rows need the event's body)."""
+
+    async def _deliveries(self, db: async_sessionmaker[AsyncSession], task: Task) -> list[str]:
+        async with db() as session:
+            rows = await session.scalars(
+                select(Event.kind)
+                .join(WebhookDelivery, WebhookDelivery.event_id == Event.id)
+                .where(Event.subject_id == task.id)
+                .order_by(Event.at)
+            )
+            return list(rows)
+
+    async def test_without_a_subscriber_each_transition_is_one_statement(
+        self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
+    ) -> None:
+        task = await make_task(durable_db, live_project)
+
+        leased = await lifecycle.lease_now(durable_db, task.id, worker="w2", lease_s=30)
+        assert leased is not None
+        assert leased.attempt == 1
+        assert await lifecycle.lease_now(durable_db, task.id, worker="w3", lease_s=30) is None
+        ended = await lifecycle.succeed_now(durable_db, leased, result={"n": 1})
+
+        assert ended is not None
+        assert ended.status == TaskStatus.succeeded
+        stored = await reload(durable_db, task.id)
+        assert (stored.status, stored.worker, stored.result) == (
+            TaskStatus.succeeded,
+            "w2",
+            {"n": 1},
+        )
+        assert await event_kinds(durable_db, task.id) == ["task.started", "task.succeeded"]
+        assert await self._deliveries(durable_db, task) == []
+
+    async def test_with_a_subscriber_the_transitions_write_its_deliveries_too(
+        self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
+    ) -> None:
+        await make_endpoint(durable_db, live_project, "https://example.com/all")
+        task = await make_task(durable_db, live_project)
+
+        leased = await lifecycle.lease_now(durable_db, task.id, worker="w2", lease_s=30)
+        assert leased is not None
+        ended = await lifecycle.succeed_now(durable_db, leased, result={"n": 1})
+
+        assert ended is not None
+        assert await event_kinds(durable_db, task.id) == ["task.started", "task.succeeded"]
+        assert await self._deliveries(durable_db, task) == ["task.started", "task.succeeded"]
+
+    async def test_a_lost_lease_changes_nothing_on_either_path(
+        self, durable_db: async_sessionmaker[AsyncSession], live_project: Project
+    ) -> None:
+        task, _ = await _leased(durable_db, live_project)
+        stale = await reload(durable_db, task.id)
+        stale.attempt = 0
+
+        assert await lifecycle.succeed_now(durable_db, stale, result={"late": True}) is None
+        await make_endpoint(durable_db, live_project, "https://example.com/all")
+        assert await lifecycle.succeed_now(durable_db, stale, result={"late": True}) is None
+
+        assert (await reload(durable_db, task.id)).status == TaskStatus.running
+        assert await event_kinds(durable_db, task.id) == ["task.started"]
