@@ -149,12 +149,11 @@ class EventBatch:
         columns = [f"ARRAY(SELECT id FROM {name}) AS {name}" for name, _ in self._written]  # noqa: S608 - our CTE names
         return "".join(f", {column}" for column in columns)
 
-    async def insert(self, connection: asyncpg.Connection, p: Params, *, also: str = "") -> Any:
+    async def insert(self, connection: asyncpg.Connection) -> Any:
         """Write the events and their subscribers' rows as a statement of their own on
-        `connection` (in the caller's transaction); `also`: more select-list items of `p`'s."""
-        statement = (
-            f"WITH {self.ctes(p, when='true')}\nSELECT true AS written{self.outputs()}{also}"
-        )
+        `connection` (in the caller's transaction)."""
+        p = Params()
+        statement = f"WITH {self.ctes(p, when='true')}\nSELECT true AS written{self.outputs()}"
         return await connection.fetchrow(statement, *p.values)
 
     async def written(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import TaskSettings
 from app.core.db import AfterCommit, after_commit, sessionmaker_of, utc_now
-from app.core.sql import Params, driver_connection, driver_of, driver_transaction
+from app.core.sql import driver_connection, driver_of, driver_transaction
 from app.events import service as event_service
 from app.events.models import Event
 from app.events.service import Recorded
@@ -46,6 +46,53 @@ async def _in_session(session: AsyncSession) -> _On:
     )
 
 
+# One transition's statement: (connection, its event, alone?) -> what it did (`statements`).
+Statement = Callable[[asyncpg.Connection, Event, bool], Awaitable[statements.Transition]]
+# The event's data, from the task after the transition (as the statement writes it in SQL).
+EventData = Callable[[Task], dict[str, Any]]
+
+
+async def _in_transaction(on: _On, run: Statement, kind: str, data: EventData) -> Task | None:
+    """The transition in `on`'s transaction; when a subscriber wants its event, the event's
+    body (the task as the API shows it now) and the subscriber's rows too."""
+    event = _event(kind)
+    done = await run(on.connection, event, False)
+    if done.task is not None and done.wanted:
+        await _fan_out(on, done.task, event, data(done.task))
+    return done.task
+
+
+async def _now(
+    sessionmaker: async_sessionmaker[AsyncSession], run: Statement, kind: str, data: EventData
+) -> Task | None:
+    """The transition without an ORM session (the worker's hot path): one statement that
+    commits by itself, or, when a subscriber wants its event, `_in_transaction`."""
+    async with driver_connection(sessionmaker) as connection:
+        alone = await run(connection, _event(kind), True)
+    if not alone.wanted:
+        return alone.task
+    async with driver_transaction(sessionmaker) as (connection, later):
+        return await _in_transaction(_On(connection, later.append, sessionmaker), run, kind, data)
+
+
+def _leasing(task_id: uuid.UUID, worker: str, lease_s: float) -> tuple[Statement, EventData]:
+    async def run(
+        connection: asyncpg.Connection, event: Event, alone: bool
+    ) -> statements.Transition:
+        now = utc_now()
+        return await statements.lease(
+            connection,
+            task_id,
+            worker=worker,
+            now=now,
+            lease_until=now + timedelta(seconds=lease_s),
+            event=event,
+            alone=alone,
+        )
+
+    return run, lambda task: {"attempt": task.attempt, "worker": worker}
+
+
 async def lease(
     session: AsyncSession, task_id: uuid.UUID, *, worker: str, lease_s: float
 ) -> Task | None:
@@ -54,7 +101,8 @@ async def lease(
     Committed without waiting for the WAL flush (`synchronous_commit = off`): a lease lost in a
     PostgreSQL crash costs at most a re-run of the attempt (its finish then finds no lease and is
     discarded), and every later durable commit, such as the finish, flushes it first."""
-    return await _lease(await _in_session(session), task_id, worker=worker, lease_s=lease_s)
+    run, data = _leasing(task_id, worker, lease_s)
+    return await _in_transaction(await _in_session(session), run, "task.started", data)
 
 
 async def lease_now(
@@ -64,46 +112,9 @@ async def lease_now(
     worker: str,
     lease_s: float,
 ) -> Task | None:
-    """`lease` without an ORM session (the worker's hot path): one statement that commits by
-    itself, or, when an event subscriber wants `task.started`, a transaction that also writes
-    the subscriber's rows."""
-    async with driver_connection(sessionmaker) as connection:
-        alone = await _lease_statement(connection, task_id, worker, lease_s, _event("task.started"))
-    if not alone.wanted:
-        return alone.task
-    async with driver_transaction(sessionmaker) as (connection, later):
-        on = _On(connection, later.append, sessionmaker)
-        return await _lease(on, task_id, worker=worker, lease_s=lease_s)
-
-
-async def _lease_statement(
-    connection: asyncpg.Connection,
-    task_id: uuid.UUID,
-    worker: str,
-    lease_s: float,
-    event: Event,
-    *,
-    alone: bool = True,
-) -> statements.Transition:
-    now = utc_now()
-    return await statements.lease(
-        connection,
-        task_id,
-        worker=worker,
-        now=now,
-        lease_until=now + timedelta(seconds=lease_s),
-        event=event,
-        alone=alone,
-    )
-
-
-async def _lease(on: _On, task_id: uuid.UUID, *, worker: str, lease_s: float) -> Task | None:
-    event = _event("task.started")
-    leased = await _lease_statement(on.connection, task_id, worker, lease_s, event, alone=False)
-    if leased.task is not None and leased.wanted:
-        data = {"attempt": leased.task.attempt, "worker": worker}
-        await _fan_out(on, leased.task, event, data)
-    return leased.task
+    """`lease` without an ORM session (`_now`)."""
+    run, data = _leasing(task_id, worker, lease_s)
+    return await _now(sessionmaker, run, "task.started", data)
 
 
 def _event(kind: str) -> Event:
@@ -117,7 +128,7 @@ async def _fan_out(on: _On, task: Task, event: Event, data: dict[str, Any]) -> N
     event.project_id, event.subject_id, event.data = task.project_id, task.id, data
     body = Recorded(event, subject=subject_of(task), request_id=task.request_id)
     fan_out = EventBatch([body], events_written=True)
-    row = await fan_out.insert(on.connection, Params())
+    row = await fan_out.insert(on.connection)
     on.defer(functools.partial(fan_out.written, row, on.sessionmaker))
 
 
@@ -135,11 +146,29 @@ async def heartbeat(
     )
 
 
+def _succeeding(task: Task, result: Any, result_key: str | None) -> tuple[Statement, EventData]:
+    async def run(
+        connection: asyncpg.Connection, event: Event, alone: bool
+    ) -> statements.Transition:
+        return await statements.succeed(
+            connection,
+            task,
+            result=result,
+            result_key=result_key,
+            now=utc_now(),
+            event=event,
+            alone=alone,
+        )
+
+    return run, lambda ended: {"attempt": ended.attempt}
+
+
 async def succeed(
     session: AsyncSession, task: Task, *, result: Any, result_key: str | None = None
 ) -> Task | None:
     """End the attempt as succeeded, with its result inline or (large) under `result_key` in S3."""
-    return await _succeed(await _in_session(session), task, result=result, result_key=result_key)
+    run, data = _succeeding(task, result, result_key)
+    return await _in_transaction(await _in_session(session), run, "task.succeeded", data)
 
 
 async def succeed_now(
@@ -149,38 +178,9 @@ async def succeed_now(
     result: Any,
     result_key: str | None = None,
 ) -> Task | None:
-    """`succeed` without an ORM session (the worker's hot path), as `lease_now` leases."""
-    async with driver_connection(sessionmaker) as connection:
-        alone = await statements.succeed(
-            connection,
-            task,
-            result=result,
-            result_key=result_key,
-            now=utc_now(),
-            event=_event("task.succeeded"),
-            alone=True,
-        )
-    if not alone.wanted:
-        return alone.task
-    async with driver_transaction(sessionmaker) as (connection, later):
-        on = _On(connection, later.append, sessionmaker)
-        return await _succeed(on, task, result=result, result_key=result_key)
-
-
-async def _succeed(on: _On, task: Task, *, result: Any, result_key: str | None) -> Task | None:
-    event = _event("task.succeeded")
-    ended = await statements.succeed(
-        on.connection,
-        task,
-        result=result,
-        result_key=result_key,
-        now=utc_now(),
-        event=event,
-        alone=False,
-    )
-    if ended.task is not None and ended.wanted:
-        await _fan_out(on, ended.task, event, {"attempt": ended.task.attempt})
-    return ended.task
+    """`succeed` without an ORM session (`_now`)."""
+    run, data = _succeeding(task, result, result_key)
+    return await _now(sessionmaker, run, "task.succeeded", data)
 
 
 async def end_canceled(session: AsyncSession, task: Task) -> Task | None:

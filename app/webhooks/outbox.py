@@ -48,9 +48,16 @@ def _wants(p: Params, project_sql: str, kind: str) -> str:
         return "false"
     return (
         "EXISTS (SELECT 1 FROM webhook_endpoints AS endpoint"  # noqa: S608 - placeholders only
-        f" WHERE endpoint.project_id = {project_sql} AND endpoint.enabled"
-        f" AND (CAST({p(kind)} AS text) = ANY(endpoint.event_kinds)"
-        " OR '*' = ANY(endpoint.event_kinds)))"
+        f" WHERE endpoint.project_id = {project_sql}"
+        f" AND {_subscribed(f'CAST({p(kind)} AS text)')})"
+    )
+
+
+def _subscribed(kind_sql: str) -> str:
+    """SQL: the endpoint (`endpoint`) is enabled and subscribed to the kind `kind_sql`."""
+    return (
+        f"endpoint.enabled AND ({kind_sql} = ANY(endpoint.event_kinds)"
+        " OR '*' = ANY(endpoint.event_kinds))"
     )
 
 
@@ -76,9 +83,8 @@ def _fan_out_sql(p: Params, *, dispatch: bool) -> str:
            CAST({p(now)} AS timestamptz)
     FROM recorded AS event
     JOIN webhook_endpoints AS endpoint ON endpoint.project_id = event.project_id
-    WHERE endpoint.enabled
-      AND event.kind = ANY(CAST({p(DELIVERABLE_KINDS)} AS text[]))
-      AND (event.kind = ANY(endpoint.event_kinds) OR '*' = ANY(endpoint.event_kinds))
+    WHERE event.kind = ANY(CAST({p(DELIVERABLE_KINDS)} AS text[]))
+      AND {_subscribed("event.kind")}
     RETURNING id
     """  # noqa: S608 - every value is a placeholder
 
