@@ -63,9 +63,6 @@ class PrincipalCache:
         for digest in stale:
             del self._entries[digest]
 
-    def clear(self) -> None:
-        self._entries.clear()
-
 
 # One per process: the API's requests share it; the revoking request clears its key.
 api_key_principals = PrincipalCache()

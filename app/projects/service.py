@@ -96,30 +96,36 @@ async def require_role(
     the role is too low.
     """
     if principal.actor_type is ActorType.api_key:
-        effective = _api_key_role_in(project_id, principal, hidden_as)
-    else:
-        found = await MemberRepository(session).role_of(project_id, principal.actor_id)
-        if found is None:
-            raise hidden_as()
-        effective = found
+        return _api_key_role(project_id, principal, role, hidden_as)
+    found = await MemberRepository(session).role_of(project_id, principal.actor_id)
+    if found is None:
+        raise hidden_as()
+    _ensure_rank(found, role, api_key=False)
+    return found
+
+
+def _ensure_rank(effective: Role, role: Role, *, api_key: bool) -> None:
     if ROLE_RANK[effective] < ROLE_RANK[role]:
-        raise _insufficient(role, effective, api_key=principal.actor_type is ActorType.api_key)
-    return effective
+        raise _insufficient(role, effective, api_key=api_key)
 
 
-def _api_key_role_in(
-    project_id: uuid.UUID, principal: Principal, hidden_as: type[NotFound] = ProjectNotFound
+def _api_key_role(
+    project_id: uuid.UUID,
+    principal: Principal,
+    role: Role,
+    hidden_as: type[NotFound] = ProjectNotFound,
 ) -> Role:
+    """An API key's role: in its own project only, from its scopes, if at least `role`."""
     if principal.api_key_project_id != project_id:
         raise hidden_as()
-    return api_key_role(principal.api_key_scopes)
+    effective = api_key_role(principal.api_key_scopes)
+    _ensure_rank(effective, role, api_key=True)
+    return effective
 
 
 def authorize_api_key(*, project_id: uuid.UUID, principal: Principal, role: Role) -> ProjectAccess:
     """`authorize` for an API key: its own project and scopes decide, no query needed."""
-    effective = _api_key_role_in(project_id, principal)
-    if ROLE_RANK[effective] < ROLE_RANK[role]:
-        raise _insufficient(role, effective, api_key=True)
+    effective = _api_key_role(project_id, principal, role)
     return ProjectAccess(project_id=project_id, role=effective, principal=principal)
 
 
