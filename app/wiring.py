@@ -25,6 +25,8 @@ def wire_process(settings: Settings, *, background: bool) -> enqueue.Publisher:
         create_redis(settings.redis),
         breaker_s=settings.tasks.publish_breaker_s,
         background=background,
+        batch=settings.tasks.dispatch_batch,
+        batch_backlog=settings.tasks.dispatch_batch_backlog,
     )
     enqueue.configure(publisher)
     subscribe_all()

@@ -215,6 +215,11 @@ class TaskSettings(BaseModel):
     inline_result_bytes: int = Field(65_536, ge=1024)
     # Stop publishing for this long after a broker failure; the scheduler dispatches meanwhile.
     publish_breaker_s: float = Field(5.0, ge=0)
+    # When a queue held at least `dispatch_batch_backlog` jobs at a process's last push (the
+    # workers are busy), that process puts up to `dispatch_batch` tasks in one job: one broker
+    # message, and one lease and one finish statement, serve them all. 1: a job per task always.
+    dispatch_batch: int = Field(8, ge=1, le=64)
+    dispatch_batch_backlog: int = Field(8, ge=1)
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> Self:

@@ -26,6 +26,14 @@ CONNECTION_LOST = (
 )
 
 
+def json_text(value: Any) -> str:
+    """`value` as JSON text, as a jsonb parameter takes it."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an integer beyond 64 bits: the engine's own JSON serializer
+        return json.dumps(value, separators=(",", ":"))
+
+
 class Params:
     """Placeholders for one statement: `p(value)` keeps `value` and returns its placeholder, `$n`
     for asyncpg or `:pn` for SQLAlchemy's `text()` (`named=True`)."""
@@ -40,12 +48,7 @@ class Params:
 
     def json(self, value: Any) -> str:
         """A jsonb parameter (sent as its JSON text)."""
-        try:
-            text = orjson.dumps(value).decode()
-        except TypeError:  # an integer beyond 64 bits: the engine's own JSON serializer
-            text = json.dumps(value, separators=(",", ":"))
-        placeholder = self(text)
-        return f"CAST({placeholder} AS jsonb)"
+        return f"CAST({self(json_text(value))} AS jsonb)"
 
     def as_dict(self) -> dict[str, Any]:
         return {f"p{index}": value for index, value in enumerate(self.values, start=1)}

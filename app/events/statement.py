@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.context import request_id_var
+from app.core.db import utc_now
 from app.core.sql import Params
-from app.events.models import Event
+from app.events.models import ActorType, Event
 from app.events.schemas import EventRead
 from app.events.service import Recorded
 
@@ -49,16 +53,53 @@ def subscribe(name: str, fan_out: FanOut, wants: Wants | None = None) -> None:
     _wants[name] = wants
 
 
-def insert_from_row(p: Params, *, source: str, event: Event, data_sql: str) -> str:
+@dataclass(frozen=True, slots=True)
+class RowEvent:
+    """A system event that a statement writes about a row (`insert_from_row`): what Python
+    decides of it (its id, kind, request id and time); the row gives its project, subject and
+    data. No ORM object: a worker writes two per attempt."""
+
+    kind: str
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    request_id: str | None = field(default_factory=request_id_var.get)
+    at: datetime = field(default_factory=utc_now)
+
+    def as_event(
+        self, *, project_id: uuid.UUID, subject_id: uuid.UUID, data: dict[str, Any]
+    ) -> Event:
+        """The same event as the ORM (and subscribers) see it, once its row is known."""
+        return Event(
+            id=self.id,
+            project_id=project_id,
+            kind=self.kind,
+            actor_type=ActorType.system,
+            actor_id=None,
+            subject_id=subject_id,
+            data=data,
+            request_id=self.request_id,
+            at=self.at,
+        )
+
+
+def insert_from_row(
+    p: Params, *, source: str, event: RowEvent, data_sql: str, request_id_sql: str | None = None
+) -> str:
     """A CTE body writing `event` about each row of the relation `source` (its `id` is the
     subject, its `project_id` the project), with `data_sql` (SQL over `source`) as its data:
-    for a statement whose UPDATE … RETURNING decides what the event says."""
+    for a statement whose UPDATE … RETURNING decides what the event says.
+
+    `request_id_sql` (SQL over `source`): one event per row of a batch, each with its own request
+    id and a new event id (`event` gives the kind and the time)."""
+    if request_id_sql is None:
+        event_id, request_id = p(event.id), p(event.request_id)
+    else:
+        event_id, request_id = "gen_random_uuid()", request_id_sql
     return (
         "INSERT INTO events"  # noqa: S608 - placeholders and our own relation names only
         " (id, project_id, kind, actor_type, actor_id, subject_id, data, request_id, at)"
-        f" SELECT {p(event.id)}, {source}.project_id, {p(event.kind)},"
-        f" {p(event.actor_type.value)}, {p(event.actor_id)}, {source}.id, {data_sql},"
-        f" {p(event.request_id)}, CAST({p(event.at)} AS timestamptz) FROM {source} RETURNING id"
+        f" SELECT {event_id}, {source}.project_id, {p(event.kind)},"
+        f" '{ActorType.system.value}', NULL, {source}.id, {data_sql},"
+        f" {request_id}, CAST({p(event.at)} AS timestamptz) FROM {source} RETURNING id"
     )
 
 

@@ -15,7 +15,8 @@ from app.worker.names import Job
 
 async def forget_unsent(session: AsyncSession, messages: Sequence[enqueue.Message]) -> None:
     """Tasks the broker refused stay queued and undispatched: the scheduler publishes them."""
-    await TaskRepository(session).forget_dispatch([uuid.UUID(m.args[0]) for m in messages])
+    ids = [uuid.UUID(task_id) for message in messages for task_id in message.args]
+    await TaskRepository(session).forget_dispatch(ids)
 
 
 def dispatch(

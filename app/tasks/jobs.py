@@ -17,12 +17,13 @@ from app.worker.names import Job
 
 
 @shared_task(name=Job.execute_task.value)
-def execute_task(task_id: str) -> None:
-    """Run one attempt of a task (at-least-once delivery; the lease makes it run once)."""
+def execute_task(*task_ids: str) -> None:
+    """Run one attempt of each task (at-least-once delivery; the lease makes each run once). A
+    job carries one task, or several when the publisher found their queue backed up."""
     runtime.run(
-        runner.execute(
+        runner.execute_all(
             runtime.sessionmaker(),
-            uuid.UUID(task_id),
+            [uuid.UUID(task_id) for task_id in task_ids],
             registry=get_registry(),
             limits=get_settings().tasks,
             worker=f"{socket.gethostname()}:{os.getpid()}",

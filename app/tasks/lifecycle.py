@@ -17,10 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import TaskSettings
 from app.core.db import AfterCommit, after_commit, sessionmaker_of, utc_now
 from app.core.sql import driver_connection, driver_of, driver_transaction
-from app.events import service as event_service
-from app.events.models import Event
 from app.events.service import Recorded
-from app.events.statement import EventBatch
+from app.events.statement import EventBatch, RowEvent
 from app.tasks import statements
 from app.tasks.models import ERROR_MESSAGE_LIMIT, Task, TaskStatus
 from app.tasks.recording import record, subject_of
@@ -47,7 +45,7 @@ async def _in_session(session: AsyncSession) -> _On:
 
 
 # One transition's statement: (connection, its event, alone?) -> what it did (`statements`).
-Statement = Callable[[asyncpg.Connection, Event, bool], Awaitable[statements.Transition]]
+Statement = Callable[[asyncpg.Connection, RowEvent, bool], Awaitable[statements.Transition]]
 # The event's data, from the task after the transition (as the statement writes it in SQL).
 EventData = Callable[[Task], dict[str, Any]]
 
@@ -55,7 +53,7 @@ EventData = Callable[[Task], dict[str, Any]]
 async def _in_transaction(on: _On, run: Statement, kind: str, data: EventData) -> Task | None:
     """The transition in `on`'s transaction; when a subscriber wants its event, the event's
     body (the task as the API shows it now) and the subscriber's rows too."""
-    event = _event(kind)
+    event = RowEvent(kind)
     done = await run(on.connection, event, False)
     if done.task is not None and done.wanted:
         await _fan_out(on, done.task, event, data(done.task))
@@ -68,7 +66,7 @@ async def _now(
     """The transition without an ORM session (the worker's hot path): one statement that
     commits by itself, or, when a subscriber wants its event, `_in_transaction`."""
     async with driver_connection(sessionmaker) as connection:
-        alone = await run(connection, _event(kind), True)
+        alone = await run(connection, RowEvent(kind), True)
     if not alone.wanted:
         return alone.task
     async with driver_transaction(sessionmaker) as (connection, later):
@@ -77,7 +75,7 @@ async def _now(
 
 def _leasing(task_id: uuid.UUID, worker: str, lease_s: float) -> tuple[Statement, EventData]:
     async def run(
-        connection: asyncpg.Connection, event: Event, alone: bool
+        connection: asyncpg.Connection, event: RowEvent, alone: bool
     ) -> statements.Transition:
         now = utc_now()
         return await statements.lease(
@@ -117,15 +115,10 @@ async def lease_now(
     return await _now(sessionmaker, run, "task.started", data)
 
 
-def _event(kind: str) -> Event:
-    """The transition's event; its subject, project and data come from the statement's row."""
-    return event_service.new_event(kind, project_id=None, subject_id=None, actor=None)
-
-
-async def _fan_out(on: _On, task: Task, event: Event, data: dict[str, Any]) -> None:
+async def _fan_out(on: _On, task: Task, written: RowEvent, data: dict[str, Any]) -> None:
     """The subscribers' rows for an event the transition's statement wrote, with its body (the
     task as the API shows it now), in the same transaction; published once it commits."""
-    event.project_id, event.subject_id, event.data = task.project_id, task.id, data
+    event = written.as_event(project_id=task.project_id, subject_id=task.id, data=data)
     body = Recorded(event, subject=subject_of(task), request_id=task.request_id)
     fan_out = EventBatch([body], events_written=True)
     row = await fan_out.insert(on.connection)
@@ -148,7 +141,7 @@ async def heartbeat(
 
 def _succeeding(task: Task, result: Any, result_key: str | None) -> tuple[Statement, EventData]:
     async def run(
-        connection: asyncpg.Connection, event: Event, alone: bool
+        connection: asyncpg.Connection, event: RowEvent, alone: bool
     ) -> statements.Transition:
         return await statements.succeed(
             connection,

@@ -7,6 +7,7 @@ import enum
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ from app.core.types import check_storable_json
 from app.files import service as file_service
 from app.files.storage import Storage, StorageError
 from app.files.taskfiles import TaskFiles
-from app.tasks import lifecycle
+from app.tasks import grouped, lifecycle
 from app.tasks.models import Task
 from app.tasktypes.base import TaskCanceled, TaskContext, TaskError
 from app.tasktypes.registry import Registry, TaskTypeNotRegistered
@@ -45,7 +46,7 @@ async def execute(
     storage: Storage,
 ) -> None:
     """Run one attempt of a task. Safe to receive twice: only one worker can lease it."""
-    task = await lifecycle.lease_now(sessionmaker, task_id, worker=worker, lease_s=limits.lease_s)
+    task = await grouped.lease(sessionmaker, task_id, worker=worker, lease_s=limits.lease_s)
     if task is None:
         log.info("nothing to lease", extra={"task_id": str(task_id)})
         return  # leased elsewhere, finished, canceled or not due: ack and do nothing
@@ -60,6 +61,36 @@ async def execute(
         project_id_var.reset(project_token)
 
 
+async def execute_all(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    task_ids: Sequence[uuid.UUID],
+    *,
+    registry: Registry,
+    limits: TaskSettings,
+    worker: str,
+    storage: Storage,
+) -> None:
+    """Run one attempt of each task at once (a job that carries several tasks); their leases
+    and successes are grouped (`grouped.py`). Raises the first error once every attempt ended."""
+    outcomes = await asyncio.gather(
+        *(
+            execute(
+                sessionmaker,
+                task_id,
+                registry=registry,
+                limits=limits,
+                worker=worker,
+                storage=storage,
+            )
+            for task_id in task_ids
+        ),
+        return_exceptions=True,
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
 async def _run_leased(
     sessionmaker: async_sessionmaker[AsyncSession],
     task: Task,
@@ -68,7 +99,9 @@ async def _run_leased(
     limits: TaskSettings,
     storage: Storage,
 ) -> None:
-    log.info("task started", extra={"attempt": task.attempt, "type": task.type})
+    # One INFO line per attempt, at its end (with the attempt and the type); the start is in the
+    # task's events (`task.started`).
+    log.debug("task started", extra={"attempt": task.attempt, "type": task.type})
     try:
         task_type = registry.get(task.type)
     except TaskTypeNotRegistered:
@@ -123,7 +156,11 @@ async def _run_leased(
         await _fail(sessionmaker, task, "internal", message, task_type.is_retryable(exc), limits)
         return
     await _succeed(sessionmaker, task, result, limits, storage)
-    log.info("task succeeded", extra={"duration_s": round(time.monotonic() - started, 3)})
+    duration_s = round(time.monotonic() - started, 3)
+    log.info(
+        "task succeeded",
+        extra={"attempt": task.attempt, "type": task.type, "duration_s": duration_s},
+    )
 
 
 async def _supervise(
@@ -191,7 +228,7 @@ async def _succeed(
         await _fail(sessionmaker, task, "invalid_result", message, False, limits)
         return
     if len(payload) <= limits.inline_result_bytes:
-        await lifecycle.succeed_now(sessionmaker, task, result=result)
+        await grouped.succeed(sessionmaker, task, result=result)
         return
     try:
         key = await file_service.store_result(

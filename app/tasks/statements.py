@@ -13,15 +13,15 @@ the subscribers' rows there (`lifecycle.py`). No ORM, no session.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from app.core.sql import Params
+from app.core.sql import Params, json_text
 from app.events import statement as event_statement
-from app.events.models import Event
 from app.tasks.models import TASK_COLUMNS, Priority, Task, TaskStatus
 from app.tasks.repository import FINISHED_CHANNEL
 
@@ -49,7 +49,7 @@ async def _run(
     *,
     update: str,
     task_id: uuid.UUID,
-    event: Event,
+    event: event_statement.RowEvent,
     data_sql: str,
     also: str,
     alone: bool,
@@ -83,21 +83,19 @@ async def lease(
     worker: str,
     now: datetime,
     lease_until: datetime,
-    event: Event,
+    event: event_statement.RowEvent,
     alone: bool,
 ) -> Transition:
     """queued → running for one worker, with `event` (its data: the attempt and the worker);
     no task when it is not queued (or not due) any more. Its commit does not wait for disk."""
     p = Params()
     update = (
-        "UPDATE tasks SET status = 'running', attempt = attempt + 1,"  # noqa: S608 - placeholders only
-        f" worker = {p(worker)}, lease_expires_at = {p(lease_until)}, started_at = {p(now)},"
-        " progress = NULL, progress_message = NULL"
+        f"UPDATE tasks SET {_leased(p, worker, lease_until, now)}"  # noqa: S608 - placeholders only
         f" WHERE id = {p(task_id)} AND status = 'queued'"
         f" AND (run_at IS NULL OR run_at <= {p(now)})"
     )
-    data = f"jsonb_build_object('attempt', task.attempt, 'worker', CAST({p(worker)} AS text))"
-    also = ", set_config('synchronous_commit', 'off', true) AS relaxed"
+    data = _lease_data(p, worker)
+    also = f", {_RELAXED} AS relaxed"
     return await _run(
         connection,
         p,
@@ -117,7 +115,7 @@ async def succeed(
     result: Any,
     result_key: str | None,
     now: datetime,
-    event: Event,
+    event: event_statement.RowEvent,
     alone: bool,
 ) -> Transition:
     """running → succeeded for the attempt that holds the lease, with `event` and a NOTIFY for
@@ -144,3 +142,115 @@ async def succeed(
         also=also,
         alone=alone,
     )
+
+
+# The lease's commit does not wait for the WAL flush (`lifecycle.lease`).
+_RELAXED = "set_config('synchronous_commit', 'off', true)"
+
+
+def _leased(p: Params, worker: str, lease_until: datetime, now: datetime) -> str:
+    return (
+        "status = 'running', attempt = tasks.attempt + 1,"
+        f" worker = {p(worker)}, lease_expires_at = {p(lease_until)}, started_at = {p(now)},"
+        " progress = NULL, progress_message = NULL"
+    )
+
+
+def _lease_data(p: Params, worker: str) -> str:
+    return f"jsonb_build_object('attempt', task.attempt, 'worker', CAST({p(worker)} AS text))"
+
+
+def _items(p: Params, columns: dict[str, tuple[str, Sequence[Any]]]) -> str:
+    """`item`: one row per element of the parallel arrays `columns` (name -> SQL type, values)."""
+    arrays = ", ".join(f"CAST({p(list(values))} AS {kind}[])" for kind, values in columns.values())
+    return f"SELECT * FROM unnest({arrays}) AS item({', '.join(columns)})"  # noqa: S608 - placeholders and our names
+
+
+def _by_id(rows: Sequence[Any]) -> dict[uuid.UUID, Task]:
+    return {row["id"]: task_of(row) for row in rows}
+
+
+async def lease_many(
+    connection: asyncpg.Connection,
+    task_ids: Sequence[uuid.UUID],
+    *,
+    request_ids: Sequence[str | None],
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+    event: event_statement.RowEvent,
+) -> dict[uuid.UUID, Task]:
+    """`lease` (alone) for several tasks in one statement that commits by itself, an event
+    each: the tasks it leased, by id. A task it did not lease was not queued or due, or a
+    subscriber wants its event; `lease` says which, one task at a time."""
+    p = Params()
+    item = _items(p, {"id": ("uuid", task_ids), "request_id": ("text", request_ids)})
+    unwanted = event_statement.wanted(p, project_sql="tasks.project_id", kind=event.kind)
+    insert = event_statement.insert_from_row(
+        p,
+        source="task",
+        event=event,
+        data_sql=_lease_data(p, worker),
+        request_id_sql="task.event_request_id",
+    )
+    statement = (
+        f"WITH item AS ({item}),\n"  # noqa: S608 - placeholders only
+        f"task AS (UPDATE tasks SET {_leased(p, worker, lease_until, now)} FROM item"
+        " WHERE tasks.id = item.id AND tasks.status = 'queued'"
+        f" AND (tasks.run_at IS NULL OR tasks.run_at <= {p(now)}) AND NOT ({unwanted})"
+        " RETURNING tasks.*, item.request_id AS event_request_id),\n"
+        f"event AS ({insert})\n"
+        f"SELECT task.*, {_RELAXED} AS relaxed FROM task"
+    )
+    return _by_id(await connection.fetch(statement, *p.values))
+
+
+@dataclass(frozen=True)
+class Success:
+    """One attempt's inline result, for `succeed_many`."""
+
+    task: Task
+    result: Any
+    request_id: str | None
+
+
+async def succeed_many(
+    connection: asyncpg.Connection,
+    successes: Sequence[Success],
+    *,
+    now: datetime,
+    event: event_statement.RowEvent,
+) -> dict[uuid.UUID, Task]:
+    """`succeed` (alone, inline results) for several attempts in one statement that commits by
+    itself, an event and a NOTIFY each: the tasks it ended, by id. One it did not end lost its
+    lease, or a subscriber wants its event; `succeed` says which."""
+    p = Params()
+    item = _items(
+        p,
+        {
+            "id": ("uuid", [s.task.id for s in successes]),
+            "attempt": ("int", [s.task.attempt for s in successes]),
+            "result": ("text", [json_text(s.result) for s in successes]),
+            "request_id": ("text", [s.request_id for s in successes]),
+        },
+    )
+    unwanted = event_statement.wanted(p, project_sql="tasks.project_id", kind=event.kind)
+    insert = event_statement.insert_from_row(
+        p,
+        source="task",
+        event=event,
+        data_sql="jsonb_build_object('attempt', task.attempt)",
+        request_id_sql="task.event_request_id",
+    )
+    statement = (
+        f"WITH item AS ({item}),\n"  # noqa: S608 - placeholders only
+        "task AS (UPDATE tasks SET status = 'succeeded', lease_expires_at = NULL,"
+        " result = CAST(item.result AS jsonb), result_key = NULL, error = NULL, progress = 1.0,"
+        f" finished_at = {p(now)} FROM item"
+        " WHERE tasks.id = item.id AND tasks.status = 'running' AND tasks.attempt = item.attempt"
+        f" AND NOT ({unwanted}) RETURNING tasks.*, item.request_id AS event_request_id),\n"
+        f"event AS ({insert})\n"
+        f"SELECT task.*, pg_notify({p(FINISHED_CHANNEL)}, CAST(task.id AS text)) IS NULL AS notified"
+        " FROM task"
+    )
+    return _by_id(await connection.fetch(statement, *p.values))

@@ -16,6 +16,7 @@ from kombu import Queue as KombuQueue
 from app.core.config import Settings, get_settings
 from app.core.redis import connection_options
 from app.worker.names import ALL_QUEUES, Queue
+from app.worker.transport import TRANSPORT
 
 # Modules holding `@shared_task` entry points; each domain adds its `jobs` module here.
 JOB_MODULES = ["app.tasks.jobs", "app.files.jobs", "app.webhooks.jobs"]
@@ -44,6 +45,7 @@ def create_celery(settings: Settings) -> Celery:
             ssl_options["ssl_ca_certs"] = str(settings.redis.ssl_ca_file)
     app.conf.update(
         broker_url=settings.redis.url,
+        broker_transport=TRANSPORT,
         broker_use_ssl=ssl_options,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,

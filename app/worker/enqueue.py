@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import after_commit, sessionmaker_of, transaction
 from app.worker import wire
-from app.worker.names import Job, Queue
+from app.worker.names import BATCHED_JOBS, Job, Queue
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,23 @@ class Publisher:
     in the next one, so under load many messages share one round trip, and a lone one waits for
     nothing."""
 
-    def __init__(self, redis: Redis, *, breaker_s: float, background: bool = False) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        breaker_s: float,
+        background: bool = False,
+        batch: int = 1,
+        batch_backlog: int = 32,
+    ) -> None:
+        """`batch`, `batch_backlog`: up to `batch` items of a job in `BATCHED_JOBS` share one
+        message while their queue held at least `batch_backlog` messages at the last push."""
         self.redis = redis
         self.breaker_s = breaker_s
         self.background = background
+        self.batch = batch
+        self.batch_backlog = batch_backlog
+        self._lengths: dict[Queue, int] = {}
         self._open_until = 0.0
         self._backlog: list[tuple[Sequence[_Pending], async_sessionmaker[AsyncSession] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -85,9 +98,10 @@ class Publisher:
             return []
         if self.is_open:
             return self._refused(messages)
+        pushed = self._grouped(messages)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for message in messages:
+                for message in pushed:
                     pipe.lpush(
                         message.queue.value,
                         wire.task_message(
@@ -97,7 +111,7 @@ class Publisher:
                             time_limit=message.time_limit,
                         ),
                     )
-                await pipe.execute()
+                lengths = await pipe.execute()
         except BROKER_ERRORS as exc:
             self._open_until = time.monotonic() + self.breaker_s
             log.warning(
@@ -105,8 +119,30 @@ class Publisher:
                 extra={"jobs": len(messages), "error": repr(exc)},
             )
             return self._refused(messages)
+        for message, length in zip(pushed, lengths, strict=True):
+            self._lengths[message.queue] = int(length)  # LPUSH answers the queue's new length
         self.sent += len(messages)
         return []
+
+    def _grouped(self, messages: Sequence[Message]) -> list[Message]:
+        """`messages` as pushed: batched jobs for a backed-up queue joined, `batch` at most."""
+        if self.batch <= 1:
+            return list(messages)
+        pushed: list[Message] = []
+        groups: dict[tuple[Job, Queue], list[Message]] = {}
+        for message in messages:
+            if message.job not in BATCHED_JOBS or (
+                self._lengths.get(message.queue, 0) < self.batch_backlog
+            ):
+                pushed.append(message)
+                continue
+            group = groups.setdefault((message.job, message.queue), [])
+            group.append(message)
+            if len(group) == self.batch:
+                pushed.append(_joined(group))
+                group.clear()
+        pushed.extend(_joined(group) for group in groups.values() if group)
+        return pushed
 
     def _refused(self, messages: Sequence[Message]) -> list[Message]:
         self.refused += len(messages)
@@ -149,6 +185,16 @@ class Publisher:
     async def close(self) -> None:
         await self.drain()
         await self.redis.aclose()
+
+
+def _joined(group: Sequence[Message]) -> Message:
+    """One message for the items of `group` (one job, one queue), with the longest time limit."""
+    if len(group) == 1:
+        return group[0]
+    limits = [message.time_limit for message in group]
+    longest = None if None in limits else max(limit for limit in limits if limit is not None)
+    args = tuple(arg for message in group for arg in message.args)
+    return Message(group[0].job, args, group[0].queue, longest)
 
 
 async def _hand_back(

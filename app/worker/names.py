@@ -21,3 +21,7 @@ class Queue(enum.StrEnum):
 # Every queue a worker may consume. By default (`taskgate worker`) webhook deliveries come right
 # after `high` tasks: short, time-boxed jobs that must not wait behind a backlog of tasks.
 ALL_QUEUES = (Queue.high, Queue.webhooks, Queue.default, Queue.low)
+
+# Jobs whose arguments are independent items (task ids): one message may carry several, and the
+# job handles each as if it came alone.
+BATCHED_JOBS = frozenset({Job.execute_task})

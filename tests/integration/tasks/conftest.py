@@ -42,16 +42,30 @@ def live_db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return create_sessionmaker(engine)
 
 
-@pytest.fixture
-async def live_project(live_db: async_sessionmaker[AsyncSession]) -> AsyncIterator[Project]:
-    """A committed project, deleted with its tasks and events afterwards."""
-    async with transaction(live_db) as session:
+async def _committed_project(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[Project]:
+    async with transaction(db) as session:
         owner = await make_user(session)
         project = await make_project(session, owner=owner)
     yield project
-    async with transaction(live_db) as session:
+    async with transaction(db) as session:
         await session.execute(delete(Project).where(Project.id == project.id))
         await session.execute(delete(User).where(User.id == owner.id))
+
+
+@pytest.fixture
+async def live_project(live_db: async_sessionmaker[AsyncSession]) -> AsyncIterator[Project]:
+    """A committed project, deleted with its tasks and events afterwards."""
+    async for project in _committed_project(live_db):
+        yield project
+
+
+@pytest.fixture
+async def other_live_project(
+    live_db: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[Project]:
+    """A second committed project (another tenant), cleaned up the same way."""
+    async for project in _committed_project(live_db):
+        yield project
 
 
 async def make_task(db: async_sessionmaker[AsyncSession], project: Project, **fields: Any) -> Task:

@@ -43,7 +43,7 @@ async def queued_task_ids(redis: Redis, queue: str) -> list[str]:
         message = json.loads(raw)
         args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
         if message["headers"]["task"] == "tasks.execute":
-            ids.append(args[0])
+            ids.extend(args)  # one task per job, or several (a backed-up queue)
     return ids
 
 
