@@ -15,8 +15,9 @@ from typing import Generic, TypeVar
 I = TypeVar("I")  # noqa: E741 - an item
 R = TypeVar("R")
 
-# (the items, in order) -> one result per item, in the same order.
-Run = Callable[[Sequence[I]], Awaitable[Sequence[R]]]
+# (the items, in order) -> one result per item, in the same order; an exception in the list is
+# raised to that item's caller only (an error of the whole run, raised, reaches every caller).
+Run = Callable[[Sequence[I]], Awaitable[Sequence[R | BaseException]]]
 
 
 class GroupCommit(Generic[I, R]):
@@ -57,5 +58,9 @@ class GroupCommit(Generic[I, R]):
                         future.set_exception(error)
                 continue
             for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
                     future.set_result(result)

@@ -40,18 +40,23 @@ def _tasks(*ids: str, limit: int | None = 60) -> list[Message]:
     return [Message(Job.execute_task, (task_id,), QUEUE, limit) for task_id in ids]
 
 
+@pytest.fixture
+async def batching(settings: Settings) -> AsyncIterator[Publisher]:
+    """A publisher that joins up to 3 tasks per job once their queue holds 2 messages."""
+    publisher = Publisher(create_redis(settings.redis), breaker_s=5, batch=3, batch_backlog=2)
+    yield publisher
+    await publisher.close()
+
+
 @pytest.mark.usefixtures("empty_queue")
 async def test_a_backed_up_queue_gets_several_tasks_per_job(
-    settings: Settings, redis: Redis
+    batching: Publisher, redis: Redis
 ) -> None:
-    publisher = Publisher(create_redis(settings.redis), breaker_s=5, batch=3, batch_backlog=2)
-    try:
-        assert await publisher.send(_tasks("a", "b")) == []  # short queue: a job each
-        webhook = Message(Job.deliver_webhook, ("d1",), QUEUE, 40)
-        backlog = [*_tasks("c", "d"), *_tasks("e", limit=90), webhook, *_tasks("f", "g", "h")]
-        assert await publisher.send(backlog) == []
-    finally:
-        await publisher.close()
+    publisher = batching
+    assert await publisher.send(_tasks("a", "b")) == []  # short queue: a job each
+    webhook = Message(Job.deliver_webhook, ("d1",), QUEUE, 40)
+    backlog = [*_tasks("c", "d"), *_tasks("e", limit=90), webhook, *_tasks("f", "g", "h")]
+    assert await publisher.send(backlog) == []
 
     assert await _jobs(redis) == [
         ("tasks.execute", ["a"], 60),
@@ -65,13 +70,10 @@ async def test_a_backed_up_queue_gets_several_tasks_per_job(
 
 @pytest.mark.usefixtures("empty_queue")
 async def test_with_batch_1_every_task_is_a_job_of_its_own(
-    settings: Settings, redis: Redis
+    batching: Publisher, redis: Redis
 ) -> None:
-    publisher = Publisher(create_redis(settings.redis), breaker_s=5, batch=1, batch_backlog=1)
-    try:
-        for _ in range(2):
-            assert await publisher.send(_tasks("a", "b", "c")) == []
-    finally:
-        await publisher.close()
+    batching.batch = 1
+    for _ in range(2):
+        assert await batching.send(_tasks("a", "b", "c")) == []
 
     assert [args for _, args, _ in await _jobs(redis)] == [["a"], ["b"], ["c"]] * 2

@@ -99,3 +99,15 @@ async def test_a_caller_that_stops_waiting_leaves_the_others_their_results() -> 
 
     assert await calls[1] == 20
     assert calls[0].cancelled()
+
+
+async def test_an_exception_given_as_an_item_s_result_reaches_that_caller_only() -> None:
+    async def run(items: Sequence[int]) -> list[int | BaseException]:
+        return [ValueError(f"no {item}") if item == 2 else item for item in items]
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+
+    outcomes = await asyncio.gather(group(1), group(2), group(3), return_exceptions=True)
+
+    assert (outcomes[0], outcomes[2]) == (1, 3)
+    assert isinstance(outcomes[1], ValueError)
