@@ -14,9 +14,10 @@ guarded by status and attempt, in the statement that writes its event.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -76,17 +77,15 @@ class _Groups:
                 event=RowEvent("task.started", request_id=None, at=now),
             )
         results: list[Task | None] = []
+        alone: dict[int, Awaitable[Task | None]] = {}
         seen: set[uuid.UUID] = set()
-        for item in items:
-            if item.task_id in seen:  # the same task twice in one group: one attempt only
-                results.append(None)
-                continue
-            seen.add(item.task_id)
-            task = leased.get(item.task_id)
-            if task is None:  # not queued, or a subscriber wants the event: one at a time
-                task = await self._lease_one(item, worker, lease_s)
-            results.append(task)
-        return results
+        for index, item in enumerate(items):
+            results.append(leased.get(item.task_id) if item.task_id not in seen else None)
+            if item.task_id not in seen and results[-1] is None:
+                # Not queued, or a subscriber wants the event: one task at a time.
+                alone[index] = self._lease_one(item, worker, lease_s)
+            seen.add(item.task_id)  # the same task twice in one group: one attempt only
+        return await _with_each(results, alone)
 
     async def _lease_one(self, item: _Lease, worker: str, lease_s: float) -> Task | None:
         # The group runs in the task of whoever started it: each event gets its own request id.
@@ -109,13 +108,13 @@ class _Groups:
                 now=now,
                 event=RowEvent("task.succeeded", request_id=None, at=now),
             )
-        results: list[Task | None] = []
-        for item in items:
-            task = ended.get(item.task.id)
-            if task is None:  # lost its lease, or a subscriber wants the event
-                task = await self._succeed_one(item)
-            results.append(task)
-        return results
+        results: list[Task | None] = [ended.get(item.task.id) for item in items]
+        alone = {  # lost its lease, or a subscriber wants the event: one task at a time
+            index: self._succeed_one(item)
+            for index, item in enumerate(items)
+            if results[index] is None
+        }
+        return await _with_each(results, alone)
 
     async def _succeed_one(self, item: statements.Success) -> Task | None:
         token = request_id_var.set(item.request_id)
@@ -123,6 +122,16 @@ class _Groups:
             return await lifecycle.succeed_now(self.sessionmaker, item.task, result=item.result)
         finally:
             request_id_var.reset(token)
+
+
+async def _with_each(
+    results: list[Task | None], alone: Mapping[int, Awaitable[Task | None]]
+) -> list[Task | None]:
+    """`results` with the transitions that go one task at a time run at once (each on a
+    connection of its own) and put in their places."""
+    for index, task in zip(alone, await asyncio.gather(*alone.values()), strict=True):
+        results[index] = task
+    return results
 
 
 _groups: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], _Groups] = (

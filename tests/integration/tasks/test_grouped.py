@@ -102,10 +102,15 @@ class TestGroupedLeases:
     ) -> None:
         await make_endpoint(live_db, other_live_project, "https://example.com/all")
         plain = await make_task(live_db, live_project)
-        watched = await make_task(live_db, other_live_project)
+        watched, also_watched = [await make_task(live_db, other_live_project) for _ in range(2)]
 
-        leased = await _lease_all(live_db, [plain.id, watched.id])
+        leased = await _lease_all(live_db, [plain.id, watched.id, also_watched.id])
 
+        assert [task.id if task else None for task in leased] == [
+            plain.id,
+            watched.id,
+            also_watched.id,
+        ]
         assert all(task is not None and task.attempt == 1 for task in leased)
         async with live_db() as session:
             kinds = await session.execute(
@@ -114,7 +119,7 @@ class TestGroupedLeases:
                 )
             )
             delivered = {(subject, kind) for subject, kind in kinds}
-        assert (watched.id, "task.started") in delivered
+        assert {(watched.id, "task.started"), (also_watched.id, "task.started")} <= delivered
         assert all(subject != plain.id for subject, _ in delivered)
         assert await event_kinds(live_db, plain.id) == ["task.started"]
         assert await event_kinds(live_db, watched.id) == ["task.started"]
