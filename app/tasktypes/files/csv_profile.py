@@ -15,8 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.tasktypes.base import TaskContext, TaskError
 from app.tasktypes.filerefs import FileRef
 
+# Linear-time patterns: no two quantifiers may take the same digits (`\d+\.?\d*` backtracked
+# quadratically on "111…1x", holding the GIL long enough for the attempt to lose its lease).
 _INTEGER = re.compile(r"[+-]?\d+\Z")
-_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z")
+# Longer values are not numbers or datetimes here, and no pattern or parser sees them whole.
+MAX_NUMBER_CHARS = 100
+MAX_DATETIME_CHARS = 64
+# A field longer than this is an error naming its line (the csv module's default is 128 KiB).
+FIELD_SIZE_LIMIT = 64 * 1024
 NULL_TOKENS = frozenset({"", "null", "none", "na", "n/a", "nan"})
 _BOOLEANS = frozenset({"true", "false"})
 MAX_COLUMNS = 500
@@ -95,6 +102,8 @@ class _Column:
             self.could_be_boolean = False
         if self.could_be_datetime:
             try:
+                if len(value) > MAX_DATETIME_CHARS:
+                    raise ValueError("too long for a datetime")
                 datetime.fromisoformat(value)
             except ValueError:
                 self.could_be_datetime = False
@@ -102,11 +111,12 @@ class _Column:
 
     def _add_number(self, value: str) -> None:
         number: float
-        if self.could_be_integer and _INTEGER.match(value):
+        short = len(value) <= MAX_NUMBER_CHARS
+        if short and self.could_be_integer and _INTEGER.match(value):
             number = int(value)
             if abs(number) > _SAFE_INTEGER:
                 number = float(number)
-        elif _DECIMAL.match(value) and math.isfinite(number := float(value)):
+        elif short and _DECIMAL.match(value) and math.isfinite(number := float(value)):
             self.could_be_integer = False
         else:
             self.could_be_integer = self.could_be_float = False
@@ -174,6 +184,7 @@ def csv_profile(data: CsvProfileInput, context: TaskContext) -> dict[str, Any]:
     columns: list[_Column] = []
     with context.open_file(data.file_id) as source:
         text = io.TextIOWrapper(source.stream, encoding=data.encoding, newline="")
+        csv.field_size_limit(FIELD_SIZE_LIMIT)  # process-wide; this is its only reader
         reader = csv.reader(text, delimiter=data.delimiter, strict=False)
         try:
             for record in reader:

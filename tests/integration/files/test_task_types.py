@@ -26,6 +26,7 @@ from app.files.storage import Storage, object_key
 from app.files.taskfiles import TaskFiles
 from app.projects.models import Project
 from app.tasks.models import Task, TaskStatus
+from app.tasktypes.files.csv_profile import FIELD_SIZE_LIMIT
 from tests.factories import auth_headers, make_project, make_user
 from tests.integration.files.conftest import event_kinds, make_file, object_bytes, run_task
 
@@ -334,6 +335,25 @@ class TestCsvProfile:
         assert task.status == TaskStatus.failed
         assert task.error is not None
         assert task.error["type"] == "input"
+
+    async def test_a_field_over_the_size_limit_fails_as_input_naming_its_line(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        storage: Storage,
+        project: Project,
+        limits: TaskSettings,
+    ) -> None:
+        huge = b"7" * (FIELD_SIZE_LIMIT + 1)
+        source = await make_file(db, storage, project, b"a,b\n1,2\n3," + huge + b"\n")
+
+        task = await run_task(
+            db, project, storage, limits, "csv.profile", {"file_id": str(source.id)}
+        )
+
+        assert task.status == TaskStatus.failed
+        assert task.error is not None
+        assert task.error["type"] == "input"
+        assert task.error["message"].startswith("line 3:")
 
 
 class TestArchiveZip:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import uuid
 
 import pytest
@@ -130,3 +132,60 @@ class TestColumn:
         summary = _profile("a\x00b")
 
         assert summary["top_values"] == [{"value": "a\ufffdb", "count": 1}]
+
+
+# The module (the package exports its handler function under the same name).
+csv_profile = importlib.import_module("app.tasktypes.files.csv_profile")
+
+
+class _Spy:
+    """A pattern that records the length of every string it is asked to match."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.lengths: list[int] = []
+
+    def match(self, value: str) -> re.Match[str] | None:
+        self.lengths.append(len(value))
+        return self.pattern.match(value)
+
+
+class TestHostileValues:
+    @pytest.mark.parametrize(
+        ("value", "is_decimal"),
+        [
+            ("1", True),
+            ("1.", True),
+            ("1.5", True),
+            (".5", True),
+            ("-1e5", True),
+            ("+2.5E-3", True),
+            ("1.2.3", False),
+            (".", False),
+            ("e5", False),
+            ("1e", False),
+            ("1" * 50 + "x", False),
+        ],
+    )
+    def test_the_decimal_pattern_takes_what_it_took_before(
+        self, value: str, is_decimal: bool
+    ) -> None:
+        assert bool(csv_profile._DECIMAL.match(value)) is is_decimal
+
+    def test_a_long_digit_run_never_reaches_a_pattern_whole(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # "1"*n + "x" made the old decimal pattern backtrack in O(n^2): 2.8 s at n = 8,000.
+        spies = [_Spy(csv_profile._INTEGER), _Spy(csv_profile._DECIMAL)]
+        monkeypatch.setattr(csv_profile, "_INTEGER", spies[0])
+        monkeypatch.setattr(csv_profile, "_DECIMAL", spies[1])
+
+        summary = _profile("12", "1" * 100_000 + "x", "2" * 100_000)
+
+        assert summary["type"] == "string"
+        assert max(length for spy in spies for length in spy.lengths) <= (
+            csv_profile.MAX_NUMBER_CHARS
+        )
+
+    def test_a_long_value_is_not_parsed_as_a_datetime(self) -> None:
+        assert _profile("2024-01-01", "2024-01-01" + " " * 10 + "x" * 100)["type"] == "string"
