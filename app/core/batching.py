@@ -9,11 +9,14 @@ alone, a call costs one loop iteration more than calling `run` itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 I = TypeVar("I")  # noqa: E741 - an item
 R = TypeVar("R")
+O = TypeVar("O")  # noqa: E741 - an owner (weakly referenced)
+K = TypeVar("K", bound=Hashable)
 
 # (the items, in order) -> one result per item, in the same order; an exception in the list is
 # raised to that item's caller only (an error of the whole run, raised, reaches every caller).
@@ -44,23 +47,41 @@ class GroupCommit(Generic[I, R]):
             del self._pending[: self.max_items]
             self.runs += 1
             self.items += len(batch)
+            outcomes: Sequence[R | BaseException]
             try:
-                results = await self._run([item for item, _ in batch])
+                outcomes = await self._run([item for item, _ in batch])
             except Exception as exc:  # every caller of this run sees the error, as if alone
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            if len(results) != len(batch):  # a bug in `run`: never leave a caller waiting
-                error = RuntimeError(f"group run gave {len(results)} results for {len(batch)}")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
+                outcomes = [exc] * len(batch)
+            if len(outcomes) != len(batch):  # a bug in `run`: never leave a caller waiting
+                error = RuntimeError(f"group run gave {len(outcomes)} results for {len(batch)}")
+                outcomes = [error] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
                 else:
-                    future.set_result(result)
+                    future.set_result(outcome)
+
+
+class Groups(Generic[O, K, I, R]):
+    """A `GroupCommit` per (owner, key), made on first use and forgotten with its owner: the owner
+    is what the statements run on (a sessionmaker: its pool), the key what makes two statements
+    different (their column list, their worker). `make(owner, key)` gives the group's run."""
+
+    def __init__(self, make: Callable[[O, K], Run[I, R]], *, max_items: int = 64) -> None:
+        self._make = make
+        self.max_items = max_items
+        self._by_owner: weakref.WeakKeyDictionary[O, dict[K, GroupCommit[I, R]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self, owner: O, key: K) -> GroupCommit[I, R]:
+        groups = self._by_owner.setdefault(owner, {})
+        if (group := groups.get(key)) is None:
+            group = groups[key] = GroupCommit(self._make(owner, key), max_items=self.max_items)
+        return group
+
+    def of(self, owner: O) -> list[GroupCommit[I, R]]:
+        """The owner's groups so far (for tests and profiles)."""
+        return list(self._by_owner.get(owner, {}).values())

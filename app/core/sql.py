@@ -9,7 +9,7 @@ does what several ORM flushes did, on a connection from the same pool (`driver_c
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -49,6 +49,14 @@ class Params:
     def json(self, value: Any) -> str:
         """A jsonb parameter (sent as its JSON text)."""
         return f"CAST({self(json_text(value))} AS jsonb)"
+
+    def unnest(self, columns: Mapping[str, tuple[str, Sequence[Any]]]) -> str:
+        """`unnest(…) AS item(…)`: a row per element of the parallel arrays `columns` (name ->
+        SQL type of one element, values), with one statement text whatever their length."""
+        arrays = ", ".join(
+            f"CAST({self(list(values))} AS {kind}[])" for kind, values in columns.values()
+        )
+        return f"unnest({arrays}) AS item({', '.join(columns)})"
 
     def as_dict(self) -> dict[str, Any]:
         return {f"p{index}": value for index, value in enumerate(self.values, start=1)}

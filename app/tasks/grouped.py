@@ -15,16 +15,16 @@ guarded by status and attempt, in the statement that writes its event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
-import weakref
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.batching import GroupCommit
+from app.core.batching import Groups
 from app.core.context import request_id_var
 from app.core.db import utc_now
 from app.core.sql import driver_connection
@@ -32,8 +32,7 @@ from app.events.statement import RowEvent
 from app.tasks import lifecycle, statements
 from app.tasks.models import Task
 
-# Most transitions one statement takes.
-MAX_GROUP = 64
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,86 +41,79 @@ class _Lease:
     request_id: str | None
 
 
-class _Groups:
-    """One process's groups for one sessionmaker (its pool)."""
+Sessionmaker = async_sessionmaker[AsyncSession]
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self.sessionmaker = sessionmaker
-        self.leases: dict[tuple[str, float], GroupCommit[_Lease, Task | None]] = {}
-        self.successes = GroupCommit(self._succeed, max_items=MAX_GROUP)
 
-    def lease_group(self, worker: str, lease_s: float) -> GroupCommit[_Lease, Task | None]:
-        key = (worker, lease_s)
-        if (group := self.leases.get(key)) is None:
+async def _lease(
+    sessionmaker: Sessionmaker, items: Sequence[_Lease], *, worker: str, lease_s: float
+) -> list[Task | None]:
+    if len(items) == 1:
+        return [await _lease_one(sessionmaker, items[0], worker, lease_s)]
+    now = utc_now()
+    async with driver_connection(sessionmaker) as connection:
+        leased = await statements.lease_many(
+            connection,
+            [item.task_id for item in items],
+            request_ids=[item.request_id for item in items],
+            worker=worker,
+            now=now,
+            lease_until=now + timedelta(seconds=lease_s),
+            event=RowEvent("task.started", request_id=None, at=now),
+        )
+    results: list[Task | None] = []
+    alone: dict[int, Awaitable[Task | None]] = {}
+    seen: set[uuid.UUID] = set()
+    for index, item in enumerate(items):
+        results.append(leased.get(item.task_id) if item.task_id not in seen else None)
+        if item.task_id not in seen and results[-1] is None:
+            # Not queued, or a subscriber wants the event: one task at a time.
+            alone[index] = _lease_one(sessionmaker, item, worker, lease_s)
+        seen.add(item.task_id)  # the same task twice in one group: one attempt only
+    return await _with_each(results, alone)
 
-            async def run(items: Sequence[_Lease]) -> list[Task | None]:
-                return await self._lease(items, worker=worker, lease_s=lease_s)
 
-            group = self.leases[key] = GroupCommit(run, max_items=MAX_GROUP)
-        return group
+async def _lease_one(
+    sessionmaker: Sessionmaker, item: _Lease, worker: str, lease_s: float
+) -> Task | None:
+    lease_now = lifecycle.lease_now(sessionmaker, item.task_id, worker=worker, lease_s=lease_s)
+    return await _as_request(item.request_id, lease_now)
 
-    async def _lease(
-        self, items: Sequence[_Lease], *, worker: str, lease_s: float
-    ) -> list[Task | None]:
-        if len(items) == 1:
-            return [await self._lease_one(items[0], worker, lease_s)]
-        now = utc_now()
-        async with driver_connection(self.sessionmaker) as connection:
-            leased = await statements.lease_many(
-                connection,
-                [item.task_id for item in items],
-                request_ids=[item.request_id for item in items],
-                worker=worker,
-                now=now,
-                lease_until=now + timedelta(seconds=lease_s),
-                event=RowEvent("task.started", request_id=None, at=now),
-            )
-        results: list[Task | None] = []
-        alone: dict[int, Awaitable[Task | None]] = {}
-        seen: set[uuid.UUID] = set()
-        for index, item in enumerate(items):
-            results.append(leased.get(item.task_id) if item.task_id not in seen else None)
-            if item.task_id not in seen and results[-1] is None:
-                # Not queued, or a subscriber wants the event: one task at a time.
-                alone[index] = self._lease_one(item, worker, lease_s)
-            seen.add(item.task_id)  # the same task twice in one group: one attempt only
-        return await _with_each(results, alone)
 
-    async def _lease_one(self, item: _Lease, worker: str, lease_s: float) -> Task | None:
-        # The group runs in the task of whoever started it: each event gets its own request id.
-        token = request_id_var.set(item.request_id)
-        try:
-            return await lifecycle.lease_now(
-                self.sessionmaker, item.task_id, worker=worker, lease_s=lease_s
-            )
-        finally:
-            request_id_var.reset(token)
+async def _succeed(
+    sessionmaker: Sessionmaker, items: Sequence[statements.Success]
+) -> list[Task | None]:
+    if len(items) == 1:
+        return [await _succeed_one(sessionmaker, items[0])]
+    now = utc_now()
+    async with driver_connection(sessionmaker) as connection:
+        ended = await statements.succeed_many(
+            connection,
+            items,
+            now=now,
+            event=RowEvent("task.succeeded", request_id=None, at=now),
+        )
+    results: list[Task | None] = [ended.get(item.task.id) for item in items]
+    alone = {  # lost its lease, or a subscriber wants the event: one task at a time
+        index: _succeed_one(sessionmaker, item)
+        for index, item in enumerate(items)
+        if results[index] is None
+    }
+    return await _with_each(results, alone)
 
-    async def _succeed(self, items: Sequence[statements.Success]) -> list[Task | None]:
-        if len(items) == 1:
-            return [await self._succeed_one(items[0])]
-        now = utc_now()
-        async with driver_connection(self.sessionmaker) as connection:
-            ended = await statements.succeed_many(
-                connection,
-                items,
-                now=now,
-                event=RowEvent("task.succeeded", request_id=None, at=now),
-            )
-        results: list[Task | None] = [ended.get(item.task.id) for item in items]
-        alone = {  # lost its lease, or a subscriber wants the event: one task at a time
-            index: self._succeed_one(item)
-            for index, item in enumerate(items)
-            if results[index] is None
-        }
-        return await _with_each(results, alone)
 
-    async def _succeed_one(self, item: statements.Success) -> Task | None:
-        token = request_id_var.set(item.request_id)
-        try:
-            return await lifecycle.succeed_now(self.sessionmaker, item.task, result=item.result)
-        finally:
-            request_id_var.reset(token)
+async def _succeed_one(sessionmaker: Sessionmaker, item: statements.Success) -> Task | None:
+    succeed_now = lifecycle.succeed_now(sessionmaker, item.task, result=item.result)
+    return await _as_request(item.request_id, succeed_now)
+
+
+async def _as_request(request_id: str | None, transition: Awaitable[T]) -> T:
+    """Await `transition` with the request id of the attempt it belongs to: a group runs in the
+    task of whichever caller started it, and each event carries its own request id."""
+    token = request_id_var.set(request_id)
+    try:
+        return await transition
+    finally:
+        request_id_var.reset(token)
 
 
 async def _with_each(
@@ -134,15 +126,13 @@ async def _with_each(
     return results
 
 
-_groups: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], _Groups] = (
-    weakref.WeakKeyDictionary()
+# The leases of one worker id and lease length, and the successes, per sessionmaker (pool).
+LEASES: Groups[Sessionmaker, tuple[str, float], _Lease, Task | None] = Groups(
+    lambda sessionmaker, key: functools.partial(_lease, sessionmaker, worker=key[0], lease_s=key[1])
 )
-
-
-def _of(sessionmaker: async_sessionmaker[AsyncSession]) -> _Groups:
-    if (groups := _groups.get(sessionmaker)) is None:
-        groups = _groups[sessionmaker] = _Groups(sessionmaker)
-    return groups
+SUCCESSES: Groups[Sessionmaker, None, statements.Success, Task | None] = Groups(
+    lambda sessionmaker, _: functools.partial(_succeed, sessionmaker)
+)
 
 
 async def lease(
@@ -153,7 +143,7 @@ async def lease(
     lease_s: float,
 ) -> Task | None:
     """`lifecycle.lease_now`, grouped with the leases this process takes at the same time."""
-    group = _of(sessionmaker).lease_group(worker, lease_s)
+    group = LEASES(sessionmaker, (worker, lease_s))
     return await group(_Lease(task_id, request_id_var.get()))
 
 
@@ -162,4 +152,5 @@ async def succeed(
 ) -> Task | None:
     """`lifecycle.succeed_now` for an inline result, grouped with the attempts of this process
     that succeed at the same time."""
-    return await _of(sessionmaker).successes(statements.Success(task, result, request_id_var.get()))
+    success = statements.Success(task, result, request_id_var.get())
+    return await SUCCESSES(sessionmaker, None)(success)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import functools
 import uuid
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,14 +23,11 @@ import asyncpg
 from sqlalchemy import String
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.batching import GroupCommit
+from app.core.batching import Groups
 from app.core.sql import Params, driver_connection, json_text
 from app.events.service import Recorded
 from app.events.statement import EventBatch
 from app.tasks.models import JSON_COLUMNS, Task
-
-# Most submits one statement takes.
-MAX_GROUP = 64
 
 
 def _value(p: Params, column: str, value: Any) -> str:
@@ -57,27 +53,8 @@ async def insert_task(
 ) -> bool:
     """Insert the task of `values` with its event `recorded`; False (and nothing written) when
     its project already has a task with its idempotency key."""
-    group = _group(sessionmaker, tuple(values))
-    return await group(_Submit(values, recorded))
-
-
-_groups: weakref.WeakKeyDictionary[
-    async_sessionmaker[AsyncSession], dict[tuple[str, ...], GroupCommit[_Submit, bool]]
-] = weakref.WeakKeyDictionary()
-
-
-def _group(
-    sessionmaker: async_sessionmaker[AsyncSession], columns: tuple[str, ...]
-) -> GroupCommit[_Submit, bool]:
-    """The group for submits with these columns (a statement has one column list)."""
-    groups = _groups.setdefault(sessionmaker, {})
-    if (group := groups.get(columns)) is None:
-
-        async def run(items: Sequence[_Submit]) -> Sequence[bool | BaseException]:
-            return await _insert(sessionmaker, columns, items)
-
-        group = groups[columns] = GroupCommit(run, max_items=MAX_GROUP)
-    return group
+    # A group per column list: one statement has one.
+    return await GROUPS(sessionmaker, tuple(values))(_Submit(values, recorded))
 
 
 async def _insert(
@@ -170,16 +147,20 @@ async def _insert_many(
     text whatever their number), an event each for the rows it inserted."""
     p = Params()
     events = EventBatch([item.recorded for item in items])
-    arrays = []
+    arrays = {}
     for column in columns:
         encode = json_text if column in JSON_COLUMNS else _plain
-        values = [encode(item.values[column]) for item in items]
-        arrays.append(f"CAST({p(values)} AS {_array_type(column)}[])")
+        arrays[column] = (_array_type(column), [encode(item.values[column]) for item in items])
     selected = ", ".join(
         f"CAST(item.{column} AS jsonb)" if column in JSON_COLUMNS else f"item.{column}"
         for column in columns
     )
     names = ", ".join(columns)
-    rows = f"SELECT {selected} FROM unnest({', '.join(arrays)}) AS item({names})"  # noqa: S608 - our column names and placeholders only
+    rows = f"SELECT {selected} FROM {p.unnest(arrays)}"  # noqa: S608 - our column names and placeholders only
     inserted = set(await _write(sessionmaker, p, events, names, rows))
     return [item.values["id"] in inserted for item in items]
+
+
+GROUPS: Groups[async_sessionmaker[AsyncSession], tuple[str, ...], _Submit, bool] = Groups(
+    lambda sessionmaker, columns: functools.partial(_insert, sessionmaker, columns)
+)

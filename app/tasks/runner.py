@@ -72,20 +72,16 @@ async def execute_all(
 ) -> None:
     """Run one attempt of each task at once (a job that carries several tasks); their leases
     and successes are grouped (`grouped.py`). Raises the first error once every attempt ended."""
-    outcomes = await asyncio.gather(
-        *(
-            execute(
-                sessionmaker,
-                task_id,
-                registry=registry,
-                limits=limits,
-                worker=worker,
-                storage=storage,
-            )
-            for task_id in task_ids
-        ),
-        return_exceptions=True,
-    )
+    attempts = [
+        execute(
+            sessionmaker, task_id, registry=registry, limits=limits, worker=worker, storage=storage
+        )
+        for task_id in task_ids
+    ]
+    if len(attempts) == 1:  # the usual job: no task around it
+        await attempts[0]
+        return
+    outcomes = await asyncio.gather(*attempts, return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome

@@ -160,12 +160,6 @@ def _lease_data(p: Params, worker: str) -> str:
     return f"jsonb_build_object('attempt', task.attempt, 'worker', CAST({p(worker)} AS text))"
 
 
-def _items(p: Params, columns: dict[str, tuple[str, Sequence[Any]]]) -> str:
-    """`item`: one row per element of the parallel arrays `columns` (name -> SQL type, values)."""
-    arrays = ", ".join(f"CAST({p(list(values))} AS {kind}[])" for kind, values in columns.values())
-    return f"SELECT * FROM unnest({arrays}) AS item({', '.join(columns)})"  # noqa: S608 - placeholders and our names
-
-
 def _by_id(rows: Sequence[Any]) -> dict[uuid.UUID, Task]:
     return {row["id"]: task_of(row) for row in rows}
 
@@ -184,7 +178,7 @@ async def lease_many(
     each: the tasks it leased, by id. A task it did not lease was not queued or due, or a
     subscriber wants its event; `lease` says which, one task at a time."""
     p = Params()
-    item = _items(p, {"id": ("uuid", task_ids), "request_id": ("text", request_ids)})
+    item = p.unnest({"id": ("uuid", task_ids), "request_id": ("text", request_ids)})
     unwanted = event_statement.wanted(p, project_sql="tasks.project_id", kind=event.kind)
     insert = event_statement.insert_from_row(
         p,
@@ -194,7 +188,7 @@ async def lease_many(
         request_id_sql="task.event_request_id",
     )
     statement = (
-        f"WITH item AS ({item}),\n"  # noqa: S608 - placeholders only
+        f"WITH item AS (SELECT * FROM {item}),\n"  # noqa: S608 - placeholders only
         f"task AS (UPDATE tasks SET {_leased(p, worker, lease_until, now)} FROM item"
         " WHERE tasks.id = item.id AND tasks.status = 'queued'"
         f" AND (tasks.run_at IS NULL OR tasks.run_at <= {p(now)}) AND NOT ({unwanted})"
@@ -225,14 +219,13 @@ async def succeed_many(
     itself, an event and a NOTIFY each: the tasks it ended, by id. One it did not end lost its
     lease, or a subscriber wants its event; `succeed` says which."""
     p = Params()
-    item = _items(
-        p,
+    item = p.unnest(
         {
             "id": ("uuid", [s.task.id for s in successes]),
             "attempt": ("int", [s.task.attempt for s in successes]),
             "result": ("text", [json_text(s.result) for s in successes]),
             "request_id": ("text", [s.request_id for s in successes]),
-        },
+        }
     )
     unwanted = event_statement.wanted(p, project_sql="tasks.project_id", kind=event.kind)
     insert = event_statement.insert_from_row(
@@ -243,7 +236,7 @@ async def succeed_many(
         request_id_sql="task.event_request_id",
     )
     statement = (
-        f"WITH item AS ({item}),\n"  # noqa: S608 - placeholders only
+        f"WITH item AS (SELECT * FROM {item}),\n"  # noqa: S608 - placeholders only
         "task AS (UPDATE tasks SET status = 'succeeded', lease_expires_at = NULL,"
         " result = CAST(item.result AS jsonb), result_key = NULL, error = NULL, progress = 1.0,"
         f" finished_at = {p(now)} FROM item"

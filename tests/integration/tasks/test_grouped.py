@@ -74,7 +74,7 @@ class TestGroupedLeases:
         queued = [await make_task(live_db, live_project) for _ in range(4)]
         done = await make_task(live_db, live_project, status=TaskStatus.succeeded)
         ids = [t.id for t in queued] + [done.id, queued[0].id]  # and one asked for twice
-        group = grouped._of(live_db).lease_group("w", 30)
+        group = grouped.LEASES(live_db, ("w", 30))
         runs = group.runs
 
         leased = await _lease_all(live_db, ids)

@@ -45,7 +45,7 @@ async def _key(db: async_sessionmaker[AsyncSession], project: Project) -> dict[s
 
 def _groups(app: FastAPI) -> tuple[int, int]:
     """(statements, submits) of this app's submit groups so far."""
-    groups = intake._groups.get(app.state.sessionmaker, {}).values()
+    groups = intake.GROUPS.of(app.state.sessionmaker)
     return sum(g.runs for g in groups), sum(g.items for g in groups)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from app.core.batching import GroupCommit
+from app.core.batching import GroupCommit, Groups
 
 
 class Recorder:
@@ -111,3 +111,27 @@ async def test_an_exception_given_as_an_item_s_result_reaches_that_caller_only()
 
     assert (outcomes[0], outcomes[2]) == (1, 3)
     assert isinstance(outcomes[1], ValueError)
+
+
+class _Owner:
+    """Something a group runs on (a sessionmaker in the app)."""
+
+
+async def test_groups_are_one_per_owner_and_key_and_run_what_make_gives() -> None:
+    made: list[tuple[_Owner, str]] = []
+
+    def make(owner: _Owner, key: str) -> Recorder:
+        made.append((owner, key))
+        return Recorder()
+
+    groups: Groups[_Owner, str, int, int] = Groups(make, max_items=3)
+    first, second = _Owner(), _Owner()
+
+    assert groups(first, "a") is groups(first, "a")
+    assert groups(first, "b") is not groups(first, "a")
+    assert groups(second, "a") is not groups(first, "a")
+    assert made == [(first, "a"), (first, "b"), (second, "a")]
+    assert groups(first, "a").max_items == 3
+    assert await groups(first, "a")(4) == 40
+    assert len(groups.of(first)) == 2
+    assert groups.of(_Owner()) == []
