@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.context import request_id_var
-from app.core.db import utc_now
+from app.core.db import detached, utc_now
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.events.models import ActorType, Event
 from app.events.repository import EventRepository
@@ -73,6 +73,27 @@ def subscribe(subscriber: Subscriber) -> None:
         _subscribers.append(subscriber)
 
 
+def _event_values(
+    kind: str,
+    *,
+    project_id: uuid.UUID | None,
+    subject_id: uuid.UUID | None,
+    actor: Principal | None,
+    data: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "project_id": project_id,
+        "kind": kind,
+        "actor_type": actor.actor_type if actor is not None else ActorType.system,
+        "actor_id": actor.actor_id if actor is not None else None,
+        "subject_id": subject_id,
+        "data": _redact(data or {}),
+        "request_id": request_id_var.get(),
+        "at": utc_now(),
+    }
+
+
 def new_event(
     kind: str,
     *,
@@ -81,18 +102,12 @@ def new_event(
     actor: Principal | None,
     data: dict[str, Any] | None = None,
 ) -> Event:
-    """An event as `record` writes it (not added to any session)."""
-    return Event(
-        id=uuid.uuid4(),
-        project_id=project_id,
-        kind=kind,
-        actor_type=actor.actor_type if actor is not None else ActorType.system,
-        actor_id=actor.actor_id if actor is not None else None,
-        subject_id=subject_id,
-        data=_redact(data or {}),
-        request_id=request_id_var.get(),
-        at=utc_now(),
+    """An event as `record` writes it, for a statement that writes it itself (never added to a
+    session)."""
+    values = _event_values(
+        kind, project_id=project_id, subject_id=subject_id, actor=actor, data=data
     )
+    return detached(Event, values)
 
 
 def record(
@@ -109,7 +124,10 @@ def record(
     """Add an audit event to `session` (saved with the caller's transaction); `actor=None` is the
     system. The request id comes from the context; values under secret-looking keys are redacted.
     `subject` and `request_id` are for subscribers (see `Recorded`)."""
-    event = new_event(kind, project_id=project_id, subject_id=subject_id, actor=actor, data=data)
+    values = _event_values(
+        kind, project_id=project_id, subject_id=subject_id, actor=actor, data=data
+    )
+    event = Event(**values)
     session.add(event)
     recorded = Recorded(event, subject=subject, request_id=request_id)
     for subscriber in _subscribers:

@@ -23,7 +23,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.context import request_id_var
-from app.core.db import utc_now
+from app.core.db import detached, utc_now
 from app.core.sql import Params
 from app.events.models import ActorType, Event
 from app.events.schemas import EventRead
@@ -68,17 +68,18 @@ class RowEvent:
         self, *, project_id: uuid.UUID, subject_id: uuid.UUID, data: dict[str, Any]
     ) -> Event:
         """The same event as the ORM (and subscribers) see it, once its row is known."""
-        return Event(
-            id=self.id,
-            project_id=project_id,
-            kind=self.kind,
-            actor_type=ActorType.system,
-            actor_id=None,
-            subject_id=subject_id,
-            data=data,
-            request_id=self.request_id,
-            at=self.at,
-        )
+        values = {
+            "id": self.id,
+            "project_id": project_id,
+            "kind": self.kind,
+            "actor_type": ActorType.system,
+            "actor_id": None,
+            "subject_id": subject_id,
+            "data": data,
+            "request_id": self.request_id,
+            "at": self.at,
+        }
+        return detached(Event, values)
 
 
 def insert_from_row(

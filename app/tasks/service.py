@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth.principal import Principal
 from app.core.config import TaskSettings
 from app.core.context import request_id_var
-from app.core.db import transaction, utc_now
+from app.core.db import detached, transaction, utc_now
 from app.core.errors import validation_detail
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.events import service as event_service
@@ -131,40 +131,41 @@ async def submit(
     defaults = _validated(data, registry, limits)
     now = utc_now()
     due = data.run_at is None or data.run_at <= now
-    task = Task(
-        id=uuid.uuid4(),
-        project_id=access.project_id,
-        type=data.type,
-        status=TaskStatus.queued,
-        priority=data.priority,
-        input=data.input,
-        result=None,
-        result_key=None,
-        error=None,
-        progress=None,
-        progress_message=None,
-        attempt=0,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash(data),
-        run_at=data.run_at,
+    values = {
+        "id": uuid.uuid4(),
+        "project_id": access.project_id,
+        "type": data.type,
+        "status": TaskStatus.queued,
+        "priority": data.priority,
+        "input": data.input,
+        "result": None,
+        "result_key": None,
+        "error": None,
+        "progress": None,
+        "progress_message": None,
+        "attempt": 0,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash(data),
+        "run_at": data.run_at,
         # Optimistic: published right after commit; if that fails this is cleared and the
         # scheduler publishes instead (at once, while the broker is known to be away).
-        dispatched_at=now if due and enqueue.available() else None,
-        lease_expires_at=None,
-        worker=None,
-        cancel_requested_at=None,
-        created_by=access.actor_id,
-        request_id=request_id_var.get(),
-        started_at=None,
-        finished_at=None,
-        created_at=now,
+        "dispatched_at": now if due and enqueue.available() else None,
+        "lease_expires_at": None,
+        "worker": None,
+        "cancel_requested_at": None,
+        "created_by": access.actor_id,
+        "request_id": request_id_var.get(),
+        "started_at": None,
+        "finished_at": None,
+        "created_at": now,
         **defaults,
-    )
+    }
     if any(collect_file_refs(registry.get(data.type).parse_input(data.input))):
         async with transaction(sessionmaker) as session:
             return await _submit_in_session(
-                session, task, access=access, data=data, registry=registry
+                session, Task(**values), access=access, data=data, registry=registry
             )
+    task = detached(Task, values)  # written by a statement, never added to a session
     created = recording.recorded(
         task, "task.created", actor=access.principal, data=_created_data(task)
     )

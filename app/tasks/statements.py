@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from app.core.db import detached
 from app.core.sql import Params, json_text
 from app.events import statement as event_statement
 from app.tasks.models import TASK_COLUMNS, Priority, Task, TaskStatus
@@ -36,11 +37,11 @@ class Transition:
 
 
 def task_of(row: Any) -> Task:
-    """A (transient) `Task` from a `RETURNING *` row."""
-    task = Task(**{column: row[column] for column in TASK_COLUMNS})
-    task.status = TaskStatus(task.status)
-    task.priority = Priority(task.priority)
-    return task
+    """A (transient, detached) `Task` from a `RETURNING *` row."""
+    values = {column: row[column] for column in TASK_COLUMNS}
+    values["status"] = TaskStatus(values["status"])
+    values["priority"] = Priority(values["priority"])
+    return detached(Task, values)
 
 
 async def _run(
