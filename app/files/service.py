@@ -209,7 +209,8 @@ async def complete_upload(
     storage: Storage,
 ) -> File:
     """Check that a presigned upload arrived with the declared size and make the file `ready`;
-    its sha256 is computed by a worker soon after. Calling it again is harmless."""
+    its sha256 is computed by a worker soon after. Calling it again is harmless: only the call
+    that makes the file ready (a guarded UPDATE) queues the digest, which reads the whole object."""
     file = await get_with_role(session, principal=principal, file_id=file_id, role=Role.member)
     if file.status == FileStatus.pending:
         if file.task_id is not None:
@@ -234,8 +235,7 @@ async def complete_upload(
             file = ready
             _record(session, "file.uploaded", file, actor=principal)
             _record(session, "file.ready", file, actor=principal)
-    if file.sha256 is None:  # the broker away: calling `complete` again queues it again
-        enqueue(session, Job.digest_file, str(file_id), queue=Queue.low)
+            enqueue(session, Job.digest_file, str(file_id), queue=Queue.low)
     return file
 
 

@@ -145,6 +145,7 @@ class TestCreateFile:
 class TestCompleteFile:
     async def test_an_uploaded_file_becomes_ready_and_its_digest_is_queued(
         self,
+        app: FastAPI,
         client: httpx.AsyncClient,
         http: httpx.AsyncClient,
         session: AsyncSession,
@@ -157,7 +158,6 @@ class TestCompleteFile:
         await http.put(created["upload_url"], content=b"abc", headers=created["headers"])
 
         response = await client.post(f"/v1/files/{created['id']}/complete", headers=headers)
-        again = await client.post(f"/v1/files/{created['id']}/complete", headers=headers)
 
         assert response.status_code == 200
         body = response.json()
@@ -166,10 +166,35 @@ class TestCompleteFile:
         assert body["sha256"] is None  # computed by a worker (files.digest)
         assert body["expires_at"] is None  # uploads are kept until deleted
         assert (await http.get(body["download_url"])).content == b"abc"
-        assert again.status_code == 200
         kinds = await event_kinds(session, uuid.UUID(created["id"]))
         assert kinds == ["file.created", "file.uploaded", "file.ready"]
-        assert (await queued_digests(redis)).count(created["id"]) == 2
+        await app.state.publisher.drain()
+        assert (await queued_digests(redis)).count(created["id"]) == 1
+
+    async def test_completing_again_queues_no_second_digest(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        http: httpx.AsyncClient,
+        session: AsyncSession,
+        redis: Redis,
+        project: Project,
+        owner: User,
+    ) -> None:
+        headers = auth_headers(owner)
+        created = (await _announce(client, project, headers)).json()
+        await http.put(created["upload_url"], content=b"abc", headers=created["headers"])
+
+        first = await client.post(f"/v1/files/{created['id']}/complete", headers=headers)
+        again = await client.post(f"/v1/files/{created['id']}/complete", headers=headers)
+
+        assert first.status_code == again.status_code == 200
+        assert again.json()["status"] == "ready"
+        assert again.json()["sha256"] is None
+        kinds = await event_kinds(session, uuid.UUID(created["id"]))
+        assert kinds == ["file.created", "file.uploaded", "file.ready"]
+        await app.state.publisher.drain()  # the API publishes after the response
+        assert (await queued_digests(redis)).count(created["id"]) == 1
 
     async def test_completing_before_the_upload_is_a_409(
         self, client: httpx.AsyncClient, project: Project, owner: User
