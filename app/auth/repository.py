@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import ApiKey, RefreshToken, User
@@ -20,6 +20,30 @@ class UserRepository:
 
     async def by_email(self, email: str) -> User | None:
         return await self.session.scalar(select(User).where(User.email == email))
+
+    async def record_sign_in(
+        self,
+        user_id: uuid.UUID,
+        *,
+        now: datetime,
+        checked_hash: str,
+        upgraded_hash: str | None,
+    ) -> bool:
+        """Set an active user's `last_login_at`, and its hash to `upgraded_hash` if it is still
+        `checked_hash` (not changed meanwhile); False if the user is no longer active."""
+        values: dict[str, object] = {"last_login_at": now}
+        if upgraded_hash is not None:
+            values["password_hash"] = case(
+                (User.password_hash == checked_hash, upgraded_hash), else_=User.password_hash
+            )
+        updated = await self.session.scalar(
+            update(User)
+            .where(User.id == user_id, User.is_active)
+            .values(values)
+            .returning(User.id)
+            .execution_options(synchronize_session=False)
+        )
+        return updated is not None
 
 
 class RefreshTokenRepository:

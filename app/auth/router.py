@@ -14,6 +14,7 @@ from app.auth.service import TokenPair
 from app.core.db import transaction
 from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.errors import error_responses
+from app.core.security import PasswordHashingBusy
 
 router = APIRouter()
 
@@ -30,26 +31,31 @@ def _tokens(pair: TokenPair) -> TokenResponse:
     "/auth/register",
     tags=["auth"],
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(EmailTaken),
+    responses=error_responses(EmailTaken, PasswordHashingBusy),
 )
 async def register_user(data: UserRegister, session: SessionDep, settings: SettingsDep) -> UserRead:
     """Create an account. Emails are unique regardless of case; passwords have 8-128 characters.
-    Then sign in with `POST /v1/auth/token`."""
+    Then sign in with `POST /v1/auth/token`. A 503 with `Retry-After` means too many sign-ins
+    at once."""
     user = await auth_service.create_user(
         session, settings=settings.security, email=data.email, password=data.password
     )
     return UserRead.model_validate(user)
 
 
-@router.post("/auth/token", tags=["auth"], responses=error_responses(LoginFailed))
+@router.post(
+    "/auth/token", tags=["auth"], responses=error_responses(LoginFailed, PasswordHashingBusy)
+)
 async def create_token(
-    form: Annotated[TokenForm, Form()], session: SessionDep, settings: SettingsDep
+    form: Annotated[TokenForm, Form()], sessionmaker: SessionmakerDep, settings: SettingsDep
 ) -> TokenResponse:
     """Sign in with the OAuth2 password flow (form fields `username` = email, `password`).
     Returns an access token (send it as `Authorization: Bearer …`, valid `expires_in` seconds)
-    and a single-use refresh token."""
+    and a single-use refresh token. A 503 with `Retry-After` means too many sign-ins at once."""
+    # Not SessionDep: the password is checked between two short transactions, with no
+    # connection held while it waits for a hashing thread.
     pair = await auth_service.login(
-        session, settings=settings.security, email=form.username, password=form.password
+        sessionmaker, settings=settings.security, email=form.username, password=form.password
     )
     return _tokens(pair)
 

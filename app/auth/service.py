@@ -13,18 +13,20 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.exceptions import EmailTaken, LoginFailed
 from app.auth.models import RefreshToken, User
 from app.auth.principal import Principal
 from app.auth.repository import RefreshTokenRepository, UserRepository
 from app.core.config import SecuritySettings
-from app.core.db import utc_now
+from app.core.db import transaction, utc_now
 from app.core.security import (
     InvalidTokenError,
     IssuedToken,
+    PasswordHashingBusy,
     TokenType,
+    check_hashing_capacity,
     decode_token,
     hash_password,
     issue_access_token,
@@ -66,13 +68,16 @@ async def create_user(
     """Register an account and its `user.registered` event (the actor is the new user, or the
     system when an operator creates it)."""
     email = normalize_email(email)
+    # Hashed before the session's first query, so no pooled connection waits for a hashing
+    # thread (a session takes its connection at its first statement).
+    password_hash = await hash_password(settings, password)
     users = UserRepository(session)
     if await users.by_email(email) is not None:
         raise EmailTaken()
     user = User(
         id=uuid.uuid4(),
         email=email,
-        password_hash=await hash_password(settings, password),
+        password_hash=password_hash,
         is_active=True,
         created_at=utc_now(),
     )
@@ -93,16 +98,22 @@ async def create_user(
 
 
 async def authenticate(
-    session: AsyncSession, *, settings: SecuritySettings, email: str, password: str
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    settings: SecuritySettings,
+    email: str,
+    password: str,
 ) -> User:
-    """The active user with these credentials, else `LoginFailed`, whichever part was wrong."""
-    found = await UserRepository(session).by_email(normalize_email(email))
+    """The active user with these credentials, else `LoginFailed`, whichever part was wrong.
+    The lookup's transaction ends before the password is checked: no pooled connection waits
+    for a hashing thread."""
+    check_hashing_capacity(settings)  # shed before touching the database
+    async with transaction(sessionmaker) as session:
+        found = await UserRepository(session).by_email(normalize_email(email))
     user = found if found is not None and found.is_active else None
     valid = await verify_password(settings, user.password_hash if user else None, password)
     if user is None or not valid:
         raise LoginFailed()
-    if password_needs_rehash(settings, user.password_hash):
-        user.password_hash = await hash_password(settings, password)
     return user
 
 
@@ -125,12 +136,30 @@ async def _issue_pair(
 
 
 async def login(
-    session: AsyncSession, *, settings: SecuritySettings, email: str, password: str
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    settings: SecuritySettings,
+    email: str,
+    password: str,
 ) -> TokenPair:
-    """Check the credentials and start a new refresh token family."""
-    user = await authenticate(session, settings=settings, email=email, password=password)
-    user.last_login_at = utc_now()
-    return await _issue_pair(session, settings=settings, user_id=user.id, family_id=uuid.uuid4())
+    """Check the credentials and start a new refresh token family; a hash made with older
+    parameters is upgraded. Each hash runs between two short transactions, never inside one."""
+    user = await authenticate(sessionmaker, settings=settings, email=email, password=password)
+    upgraded = None
+    if password_needs_rehash(settings, user.password_hash):
+        try:
+            upgraded = await hash_password(settings, password)
+        except PasswordHashingBusy:
+            log.info("hash upgrade left for a later sign-in", extra={"user_id": str(user.id)})
+    async with transaction(sessionmaker) as session:
+        signed_in = await UserRepository(session).record_sign_in(
+            user.id, now=utc_now(), checked_hash=user.password_hash, upgraded_hash=upgraded
+        )
+        if not signed_in:  # deactivated while its password was checked
+            raise LoginFailed()
+        return await _issue_pair(
+            session, settings=settings, user_id=user.id, family_id=uuid.uuid4()
+        )
 
 
 async def refresh(

@@ -122,6 +122,9 @@ class SecuritySettings(BaseModel):
     # argon2id: at least 19 MiB and two passes (parallelism is 1).
     password_hash_memory_kib: int = Field(19_456, ge=19_456, le=1_048_576)
     password_hash_time_cost: int = Field(2, ge=2, le=10)
+    # Hashes waiting for a free hashing thread (one per core) per API process; sign-in and
+    # register past this answer 503 with Retry-After instead of queueing (0: never queue).
+    password_hash_max_waiting: int = Field(32, ge=0, le=10_000)
     # Seconds an API key's principal is remembered per process (0: never). A revocation made in
     # another process takes effect within this time, hence the cap of one second.
     principal_cache_s: float = Field(1.0, ge=0, le=1.0)

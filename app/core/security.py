@@ -4,7 +4,8 @@
   previous key verify. `exp`, `iat`, `sub`, `iss`, `aud`, `jti` and a token type (`typ`) are
   required; tokens over `MAX_TOKEN_BYTES` are refused before anything is decoded; `jku`, `x5u`,
   `jwk` and `x5c` headers are refused, never followed.
-- Passwords: argon2id (>= 19 MiB, >= 2 passes, parallelism 1), hashed in worker threads.
+- Passwords: argon2id (>= 19 MiB, >= 2 passes, parallelism 1), hashed in worker threads, a few
+  at once; callers past a bounded queue are shed with a 503.
 - API keys: `tg_<12 hex>_<43 url-safe chars>`, stored as an HMAC-SHA256 under a server pepper.
 """
 
@@ -18,12 +19,12 @@ import os
 import re
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import jwt
@@ -32,8 +33,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import serialization
 
 from app.core.config import JwtAlgorithm, SecuritySettings
+from app.core.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 MAX_TOKEN_BYTES = 8192
 # Tolerated clock difference between the processes that issue and check tokens.
@@ -221,8 +225,47 @@ def decode_token(settings: SecuritySettings, token: str, *, token_type: TokenTyp
 
 # --- passwords --------------------------------------------------------------------------------
 
-# Each argon2 hash holds >= 19 MiB while it runs: bound how many run at once.
-_HASHING = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+
+class PasswordHashingBusy(ServiceUnavailable):
+    type, title = "password-hashing-busy", "Too many sign-ins at once"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Too many passwords are being checked right now; retry in a second.",
+            headers={"Retry-After": "1"},
+        )
+
+
+class HashingQueue:
+    """Runs argon2 in worker threads, `capacity` at once (each hash holds >= 19 MiB), and refuses
+    to queue more than a bound behind them: past it a caller is shed at once instead of waiting."""
+
+    def __init__(self, capacity: int) -> None:
+        self.limiter = anyio.CapacityLimiter(capacity)
+        self._threads = anyio.CapacityLimiter(capacity)  # always free: `limiter` admits first
+        self.waiting = 0  # callers admitted that wait for a free slot of `limiter`
+
+    def check(self, max_waiting: int) -> None:
+        """Raise `PasswordHashingBusy` if `max_waiting` callers already wait for a slot."""
+        if self.waiting >= max_waiting and self.limiter.available_tokens < 1:
+            raise PasswordHashingBusy()
+
+    async def run(self, max_waiting: int, function: Callable[..., _T], *args: Any) -> _T:
+        """`function(*args)` in a thread once a slot is free; `PasswordHashingBusy` if
+        `max_waiting` callers wait already."""
+        self.check(max_waiting)
+        self.waiting += 1
+        try:
+            await self.limiter.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            return await anyio.to_thread.run_sync(function, *args, limiter=self._threads)
+        finally:
+            self.limiter.release()
+
+
+PASSWORD_HASHING = HashingQueue(max(2, os.cpu_count() or 2))
 
 
 @lru_cache(maxsize=4)
@@ -248,10 +291,15 @@ def _verify(hasher: PasswordHasher, password_hash: str | None, password: str) ->
     return password_hash is not None
 
 
+def check_hashing_capacity(settings: SecuritySettings) -> None:
+    """`PasswordHashingBusy` if a hash asked for now would be shed (to refuse before any work)."""
+    PASSWORD_HASHING.check(settings.password_hash_max_waiting)
+
+
 async def hash_password(settings: SecuritySettings, password: str) -> str:
     """An argon2id hash of `password`, computed off the event loop."""
     hasher = _password_hasher(settings)
-    return await anyio.to_thread.run_sync(hasher.hash, password, limiter=_HASHING)
+    return await PASSWORD_HASHING.run(settings.password_hash_max_waiting, hasher.hash, password)
 
 
 async def verify_password(
@@ -259,8 +307,8 @@ async def verify_password(
 ) -> bool:
     """Whether `password` matches; `password_hash=None` (no such user) costs the same and fails."""
     hasher = _password_hasher(settings)
-    return await anyio.to_thread.run_sync(
-        _verify, hasher, password_hash, password, limiter=_HASHING
+    return await PASSWORD_HASHING.run(
+        settings.password_hash_max_waiting, _verify, hasher, password_hash, password
     )
 
 
