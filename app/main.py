@@ -13,13 +13,15 @@ from app import __version__, wiring
 from app.auth.router import router as auth_router
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
-from app.core.errors import PROBLEM_OPENAPI_SCHEMA, install_error_handlers
+from app.core.errors import PROBLEM_OPENAPI_SCHEMA, PayloadTooLarge, install_error_handlers
 from app.core.logging import configure_logging
 from app.core.metrics import MetricsMiddleware
-from app.core.middleware import RequestIdMiddleware
+from app.core.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from app.core.redis import create_redis
 from app.events.router import router as events_router
 from app.files.router import router as files_router
+from app.files.router import upload_file
+from app.files.upload import max_body_bytes
 from app.health.router import router as health_router
 from app.projects.router import router as projects_router
 from app.tasks.router import router as tasks_router
@@ -63,6 +65,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.api.max_body_bytes,
+        route_limits={upload_file: max_body_bytes(settings.files.max_direct_upload_bytes)},
+    )
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
@@ -85,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
             schemas["Problem"] = PROBLEM_OPENAPI_SCHEMA
             _describe_validation_errors_as_problems(schema)
+            _describe_body_limits(schema)
             schemas.pop("HTTPValidationError", None)
             schemas.pop("ValidationError", None)
             app.openapi_schema = schema
@@ -103,6 +111,20 @@ def _describe_validation_errors_as_problems(schema: dict[str, Any]) -> None:
             if response is not None:
                 response["content"] = problem
                 response["description"] = "Request validation failed"
+
+
+def _describe_body_limits(schema: dict[str, Any]) -> None:
+    """Every route that reads a body answers 413 past its limit (`BodyLimitMiddleware`)."""
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if "requestBody" not in operation:
+                continue
+            response = operation.setdefault("responses", {}).setdefault(
+                "413", {"description": PayloadTooLarge.title, "content": problem}
+            )
+            if PayloadTooLarge.title not in response["description"]:
+                response["description"] += f" / {PayloadTooLarge.title}"
 
 
 def create_app_from_env() -> FastAPI:

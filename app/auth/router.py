@@ -13,7 +13,7 @@ from app.auth.schemas import RefreshRequest, TokenForm, TokenResponse, UserRead,
 from app.auth.service import TokenPair
 from app.core.db import transaction
 from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
-from app.core.errors import error_responses
+from app.core.errors import BadRequest, error_responses
 from app.core.security import PasswordHashingBusy
 
 router = APIRouter()
@@ -44,7 +44,11 @@ async def register_user(data: UserRegister, session: SessionDep, settings: Setti
 
 
 @router.post(
-    "/auth/token", tags=["auth"], responses=error_responses(LoginFailed, PasswordHashingBusy)
+    "/auth/token",
+    tags=["auth"],
+    responses=error_responses(BadRequest, LoginFailed, PasswordHashingBusy),
+    # Plain fields only: a file part is a 400 before any of it is stored.
+    form_limits={"max_files": 0, "max_fields": 16, "max_part_size": 16_384},
 )
 async def create_token(
     form: Annotated[TokenForm, Form()], sessionmaker: SessionmakerDep, settings: SettingsDep

@@ -36,6 +36,11 @@ class AppError(Exception):
         super().__init__(self.detail)
 
 
+class BadRequest(AppError):
+    """A body the server could not parse at all (a form with a file part where none is taken):
+    raised by the framework, rendered by `_http_error` with this type and title."""
+
+
 class NotFound(AppError):
     status, type, title = 404, "not-found", "Not found"
 
@@ -140,9 +145,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+_HTTP_TITLES = {
+    400: BadRequest.title,
+    404: NotFound.title,
+    405: "Method not allowed",
+    413: PayloadTooLarge.title,
+}
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
-    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    title = _HTTP_TITLES.get(exc.status_code, "HTTP error")
     slug = title.lower().replace(" ", "-")
     return problem(
         request,

@@ -1,10 +1,12 @@
-"""ASGI middleware: request ids on every request and response."""
+"""ASGI middleware: request ids on every request and response; request bodies bounded per route."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Mapping
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.context import request_id_var
@@ -54,3 +56,64 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive`. An `HTTPException`, so FastAPI's body parsing lets it through (it
+    turns any other error into a 400) and the handlers render it as a 413 problem."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request bodies on this route may be at most {limit} bytes.")
+
+
+class BodyLimitMiddleware:
+    """Refuse a request body over its route's limit before it is read: a declared
+    `Content-Length` over it at the first read, a streamed body as soon as its chunks pass it.
+
+    `route_limits` gives some routes, by their endpoint function, a limit of their own; every
+    other route has `max_bytes`. The limit is looked up at the first read, by which time the
+    router has matched the route (nothing reads a body before that)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        route_limits: Mapping[Callable[..., object], int] | None = None,
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.route_limits = dict(route_limits or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        limit: int | None = None
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal limit, received
+            if limit is None:
+                endpoint = getattr(scope.get("route"), "endpoint", None)
+                limit = (
+                    self.route_limits.get(endpoint, self.max_bytes) if endpoint else self.max_bytes
+                )
+            if declared is not None and declared > limit:
+                raise BodyTooLarge(limit)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None

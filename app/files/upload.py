@@ -23,6 +23,11 @@ MAX_PART_HEADER_BYTES = 8192
 FORM_OVERHEAD_BYTES = 16384
 
 
+def max_body_bytes(max_file_bytes: int) -> int:
+    """The largest well-formed body that carries a file of `max_file_bytes`."""
+    return max_file_bytes + FORM_OVERHEAD_BYTES
+
+
 @dataclass(frozen=True)
 class ReceivedFile:
     filename: str
@@ -146,12 +151,12 @@ async def receive_file(
             "on_end": reader.on_end,
         },
     )
-    max_body_bytes = max_file_bytes + FORM_OVERHEAD_BYTES
+    body_limit = max_body_bytes(max_file_bytes)
     received = 0
     try:
         async for chunk in stream:
             received += len(chunk)
-            if received > max_body_bytes:
+            if received > body_limit:
                 raise FileTooLarge(f"files sent to files:upload may be {max_file_bytes} bytes")
             parser.write(chunk)
             for data in reader.chunks:
