@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.tasktypes.base import TaskContext, TaskError
 from app.tasktypes.filerefs import FileRef
+from app.tasktypes.files.streams import BoundedLines, RecordTooLong
 
 # Linear-time patterns: no two quantifiers may take the same digits (`\d+\.?\d*` backtracked
 # quadratically on "111…1x", holding the GIL long enough for the attempt to lose its lease).
@@ -31,6 +32,13 @@ MAX_COLUMNS = 500
 # (Misra-Gries): exact while a column has no more distinct values, approximate beyond.
 TOP_VALUE_COUNTERS = 200
 MAX_VALUE_CHARS = 100
+# A record (a line, or the lines a quoted field joins) longer than this is an error naming its
+# row, found with this much of it in memory: a file without line breaks is never read whole.
+MAX_RECORD_CHARS = 4 * 1024 * 1024
+# Codecs `codecs.lookup` knows that no file's text is in: besides the bytes-to-bytes transforms
+# (`base64_codec`, `zlib_codec`, `rot13`, …, not text encodings at all), domain-name labels (the
+# `idna` decoder holds everything up to a dot), Python literal escapes and `undefined`.
+_NOT_CHARSETS = frozenset({"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined"})
 _SAFE_INTEGER = 2**53
 
 
@@ -40,7 +48,11 @@ class CsvProfileInput(BaseModel):
     file_id: FileRef
     delimiter: str = Field(",", min_length=1, max_length=1)
     has_header: bool = True
-    encoding: str = Field("utf-8-sig", max_length=40, description="A Python codec name.")
+    encoding: str = Field(
+        "utf-8-sig",
+        max_length=40,
+        description="The file's character set, as a Python codec name (`utf-8`, `cp1252`, …).",
+    )
     top_values: int = Field(5, ge=0, le=50, description="How many frequent values per column.")
 
     @field_validator("delimiter")
@@ -52,11 +64,13 @@ class CsvProfileInput(BaseModel):
 
     @field_validator("encoding")
     @classmethod
-    def _known_encoding(cls, value: str) -> str:
+    def _known_charset(cls, value: str) -> str:
         try:
-            codecs.lookup(value)
+            codec = codecs.lookup(value)
         except LookupError:
             raise ValueError(f"unknown encoding {value!r}") from None
+        if not codec._is_text_encoding or codec.name in _NOT_CHARSETS:
+            raise ValueError(f"{value!r} is not a character set a file can be in")
         return value
 
 
@@ -180,14 +194,17 @@ class _Column:
 def csv_profile(data: CsvProfileInput, context: TaskContext) -> dict[str, Any]:
     """Rows, columns, a type per column, nulls, min/max/mean of numbers and frequent values,
     in one streaming pass over the file."""
-    rows = ragged = 0
+    records = rows = ragged = 0
     columns: list[_Column] = []
     with context.open_file(data.file_id) as source:
         text = io.TextIOWrapper(source.stream, encoding=data.encoding, newline="")
+        lines = BoundedLines(text, max_chars=MAX_RECORD_CHARS)
         csv.field_size_limit(FIELD_SIZE_LIMIT)  # process-wide; this is its only reader
-        reader = csv.reader(text, delimiter=data.delimiter, strict=False)
+        reader = csv.reader(lines, delimiter=data.delimiter, strict=False)
         try:
             for record in reader:
+                lines.next_record()
+                records += 1
                 if not columns:
                     if len(record) > MAX_COLUMNS:
                         raise TaskError(f"more than {MAX_COLUMNS} columns", type="input")
@@ -216,6 +233,11 @@ def csv_profile(data: CsvProfileInput, context: TaskContext) -> dict[str, Any]:
             raise TaskError(f"the file is not valid {data.encoding}: {exc}", type="input") from None
         except csv.Error as exc:
             raise TaskError(f"line {reader.line_num}: {exc}", type="input") from None
+        except RecordTooLong as exc:
+            raise TaskError(
+                f"row {records + 1}: {exc} (a line break missing, or a quote never closed?)",
+                type="input",
+            ) from None
         finally:
             text.detach()  # the stream belongs to open_file
     return {

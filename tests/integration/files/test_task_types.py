@@ -10,6 +10,7 @@ import io
 import os
 import uuid
 import zipfile
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -18,15 +19,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import User
-from app.core.config import TaskSettings
+from app.core.config import Settings, TaskSettings
 from app.core.db import transaction, utc_now
 from app.files import service as file_service
 from app.files.models import File, FileStatus
-from app.files.storage import Storage, object_key
+from app.files.storage import READ_CHUNK_BYTES, ObjectReader, Storage, object_key
 from app.files.taskfiles import TaskFiles
 from app.projects.models import Project
 from app.tasks.models import Task, TaskStatus
-from app.tasktypes.files.csv_profile import FIELD_SIZE_LIMIT
+from app.tasktypes.files.csv_profile import FIELD_SIZE_LIMIT, MAX_RECORD_CHARS
 from tests.factories import auth_headers, make_project, make_user
 from tests.integration.files.conftest import event_kinds, make_file, object_bytes, run_task
 
@@ -37,6 +38,21 @@ def _png(width: int, height: int, mode: str = "RGBA") -> bytes:
         buffer, format="PNG"
     )
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class _ReadCountingStorage(Storage):
+    """The real bucket, remembering every object reader it opens: how much a task read."""
+
+    opened: list[ObjectReader] = field(default_factory=list)
+
+    def open(self, key: str) -> ObjectReader:
+        reader = super().open(key)
+        self.opened.append(reader)
+        return reader
+
+    def bytes_read(self) -> int:
+        return sum(reader.bytes_read for reader in self.opened)
 
 
 async def _output(db: async_sessionmaker[AsyncSession], file_id: str) -> File:
@@ -94,6 +110,35 @@ class TestSubmitWithFiles:
             ["body", "input", "file_ids", 2],
         ]
         assert {error["type"] for error in errors} == {"file_not_found"}
+        written = select(func.count()).select_from(Task).where(Task.project_id == project.id)
+        assert await session.scalar(written) == 0
+
+    @pytest.mark.parametrize(
+        "encoding", ["rot13", "base64_codec", "zlib_codec", "punycode", "idna"]
+    )
+    async def test_an_encoding_that_is_no_character_set_is_a_422_naming_the_field(
+        self,
+        client: httpx.AsyncClient,
+        db: async_sessionmaker[AsyncSession],
+        session: AsyncSession,
+        storage: Storage,
+        project: Project,
+        owner: User,
+        encoding: str,
+    ) -> None:
+        file = await make_file(db, storage, project, b"a,b\n1,2\n")
+
+        response = await client.post(
+            f"/v1/projects/{project.id}/tasks",
+            json={"type": "csv.profile", "input": {"file_id": str(file.id), "encoding": encoding}},
+            headers=auth_headers(owner),
+        )
+
+        assert response.status_code == 422
+        assert response.headers["content-type"] == "application/problem+json"
+        assert [error["loc"] for error in response.json()["errors"]] == [
+            ["body", "input", "encoding"]
+        ]
         written = select(func.count()).select_from(Task).where(Task.project_id == project.id)
         assert await session.scalar(written) == 0
 
@@ -354,6 +399,57 @@ class TestCsvProfile:
         assert task.error is not None
         assert task.error["type"] == "input"
         assert task.error["message"].startswith("line 3:")
+
+    async def test_a_record_without_a_line_break_fails_naming_its_row_before_it_is_read_whole(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        project: Project,
+        limits: TaskSettings,
+    ) -> None:
+        storage = _ReadCountingStorage.from_settings(settings)
+        assert isinstance(storage, _ReadCountingStorage)
+        endless = b"x" * (3 * MAX_RECORD_CHARS)  # neither a delimiter nor a line break
+        source = await make_file(db, storage, project, b"a,b\n1,2\n" + endless)
+
+        task = await run_task(
+            db, project, storage, limits, "csv.profile", {"file_id": str(source.id)}
+        )
+
+        assert task.status == TaskStatus.failed
+        assert task.error is not None
+        assert task.error["type"] == "input"
+        assert task.error["message"].startswith("row 3:")
+        # The record's bytes up to the cap, and what the buffers read ahead: never the whole.
+        assert storage.bytes_read() <= MAX_RECORD_CHARS + 2 * READ_CHUNK_BYTES
+
+    async def test_quoted_line_breaks_do_not_make_a_record_longer_than_the_cap(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        project: Project,
+        limits: TaskSettings,
+    ) -> None:
+        storage = _ReadCountingStorage.from_settings(settings)
+        assert isinstance(storage, _ReadCountingStorage)
+        # Each line is short, but every one ends inside a quoted field: one endless record.
+        endless = b'"\n' + b'","\n' * (MAX_RECORD_CHARS // 2)
+        source = await make_file(db, storage, project, b"a,b\n" + endless)
+
+        task = await run_task(
+            db,
+            project,
+            storage,
+            limits,
+            "csv.profile",
+            {"file_id": str(source.id), "has_header": False},
+        )
+
+        assert task.status == TaskStatus.failed
+        assert task.error is not None
+        assert task.error["type"] == "input"
+        assert task.error["message"].startswith("row 2:")
+        assert storage.bytes_read() <= MAX_RECORD_CHARS + 2 * READ_CHUNK_BYTES
 
 
 class TestArchiveZip:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import importlib
+import io
 import re
 import uuid
 
@@ -11,6 +13,7 @@ from pydantic import ValidationError
 
 from app.tasktypes.files.archive import ZipInput, _entry_name
 from app.tasktypes.files.csv_profile import TOP_VALUE_COUNTERS, CsvProfileInput, _Column
+from app.tasktypes.files.streams import BoundedLines, RecordTooLong
 from app.tasktypes.files.thumbnail import ThumbnailInput, fit
 
 
@@ -62,6 +65,51 @@ class TestCsvProfileInput:
     def test_unusable_options_are_refused(self, field: dict[str, str]) -> None:
         with pytest.raises(ValidationError):
             CsvProfileInput.model_validate({"file_id": str(uuid.uuid4()), **field})
+
+    @pytest.mark.parametrize(
+        "encoding",
+        [
+            *("rot13", "base64_codec", "zlib_codec", "hex", "bz2", "uu", "quopri"),
+            *("punycode", "idna", "unicode_escape", "raw_unicode_escape", "undefined"),
+        ],
+    )
+    def test_a_codec_that_is_no_character_set_is_refused(self, encoding: str) -> None:
+        with pytest.raises(ValidationError, match="not a character set"):
+            CsvProfileInput.model_validate({"file_id": str(uuid.uuid4()), "encoding": encoding})
+
+    @pytest.mark.parametrize(
+        "encoding", ["utf-8", "UTF-8-SIG", "utf-16", "latin-1", "cp1252", "shift_jis", "gb18030"]
+    )
+    def test_character_sets_are_accepted(self, encoding: str) -> None:
+        data = CsvProfileInput.model_validate({"file_id": str(uuid.uuid4()), "encoding": encoding})
+
+        assert data.encoding == encoding
+
+
+def _records(text: str, max_chars: int) -> list[list[str]]:
+    lines = BoundedLines(io.StringIO(text, newline=""), max_chars=max_chars)
+    records = []
+    for record in csv.reader(lines):
+        lines.next_record()
+        records.append(record)
+    return records
+
+
+class TestBoundedLines:
+    def test_a_record_of_exactly_the_cap_is_read(self) -> None:
+        assert _records("abcd\r\nxy\n", max_chars=6) == [["abcd"], ["xy"]]
+
+    def test_one_character_more_is_refused(self) -> None:
+        with pytest.raises(RecordTooLong):
+            _records("ok\nabcdefg\n", max_chars=6)
+
+    def test_the_lines_a_quoted_field_joins_count_as_one_record(self) -> None:
+        assert _records('"a\nb",c\n', max_chars=8) == [["a\nb", "c"]]
+        with pytest.raises(RecordTooLong):
+            _records('"a\nb",c\n', max_chars=7)
+
+    def test_each_record_has_the_whole_cap(self) -> None:
+        assert _records("abcde\n" * 1000, max_chars=6) == [["abcde"]] * 1000
 
 
 def _profile(*values: str) -> dict[str, object]:
