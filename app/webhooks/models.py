@@ -36,6 +36,11 @@ class WebhookEndpoint(TimestampMixin, Base):
     enabled: Mapped[bool] = mapped_column(default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
     failing_since: Mapped[datetime | None]
+    # Who made it: when they leave the project (or are deactivated) it is disabled. NULL for
+    # endpoints made before this was recorded; those stay as they are.
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
 
 
 class WebhookDelivery(TimestampMixin, Base):

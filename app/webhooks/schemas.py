@@ -99,6 +99,10 @@ class WebhookRead(BaseModel):
     previous_secret_expires_at: datetime | None = Field(
         description="Until then the secret before the last rotation also signs deliveries."
     )
+    created_by: uuid.UUID | None = Field(
+        description="The user who created it: it is disabled when they leave the project or are "
+        "deactivated. None for endpoints made before creators were recorded."
+    )
     created_at: datetime
 
     @classmethod
@@ -114,6 +118,7 @@ class WebhookRead(BaseModel):
             disabled_reason=endpoint.disabled_reason,
             failing_since=endpoint.failing_since,
             previous_secret_expires_at=expires if expires is not None and expires > now else None,
+            created_by=endpoint.created_by,
             created_at=endpoint.created_at,
         )
 

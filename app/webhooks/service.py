@@ -96,6 +96,7 @@ async def create_endpoint(
         event_kinds=data.events,
         secret=secret,
         enabled=True,
+        created_by=access.user_id,
         created_at=utc_now(),
     )
     session.add(endpoint)

@@ -59,6 +59,7 @@ class TestCreate:
         assert body["secret"].startswith("whsec_")
         assert body["events"] == ["task.failed", "task.succeeded"]
         assert (body["url"], body["description"], body["enabled"]) == (URL, "billing", True)
+        assert body["created_by"] == str(owner.id)
         again = await client.get(f"/v1/webhooks/{body['id']}", headers=auth_headers(owner))
         listed = await client.get(
             f"/v1/projects/{project.id}/webhooks", headers=auth_headers(owner)
