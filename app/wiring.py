@@ -9,13 +9,16 @@ import functools
 from app.core.config import Settings
 from app.core.redis import create_redis
 from app.webhooks import outbox
+from app.webhooks import service as webhook_service
 from app.worker import enqueue
 
 
 def subscribe_all() -> None:
-    """Every domain that reacts to events subscribes (idempotent). Enough for a process that
-    records events but publishes nothing (the CLI): the scheduler publishes what they cause."""
+    """Every domain that reacts to events, or to a member leaving a project, subscribes
+    (idempotent). Enough for a process that records events but publishes nothing (the CLI): the
+    scheduler publishes what they cause."""
     outbox.subscribe()
+    webhook_service.subscribe()
 
 
 def wire_process(settings: Settings, *, background: bool) -> enqueue.Publisher:

@@ -21,12 +21,12 @@ from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app import wiring
 from app.core.config import Settings
 from app.core.db import create_engine
 from app.core.redis import create_redis
 from app.devstack import DevStack, StackUrls
 from app.main import create_app
-from app.webhooks import outbox
 from app.worker.celery_app import create_celery
 from app.worker.enqueue import Publisher
 from tests.platform import FAST_SETTINGS, Platform
@@ -105,8 +105,9 @@ async def db(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSessi
 
 @pytest.fixture(scope="session", autouse=True)
 def _webhooks_subscribe_to_events() -> None:
-    """As every process does at start: events recorded by services get their deliveries."""
-    outbox.subscribe()
+    """As every process does at start: events recorded by services get their deliveries, and a
+    member leaving a project takes the webhooks they created with them."""
+    wiring.subscribe_all()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import hashlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from app.auth.principal import Principal
 
@@ -53,6 +53,11 @@ class PrincipalCache:
     def forget_api_key(self, key_id: uuid.UUID) -> None:
         """Drop this key (it was revoked here)."""
         self._forget(lambda principal: principal.actor_id == key_id)
+
+    def forget_api_keys(self, key_ids: Iterable[uuid.UUID]) -> None:
+        """Drop these keys (they were revoked here together)."""
+        revoked = frozenset(key_ids)
+        self._forget(lambda principal: principal.actor_id in revoked)
 
     def forget_project(self, project_id: uuid.UUID) -> None:
         """Drop every key of this project (it was deleted here)."""

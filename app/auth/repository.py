@@ -45,6 +45,17 @@ class UserRepository:
         )
         return updated is not None
 
+    async def deactivate(self, user_id: uuid.UUID) -> bool:
+        """Mark an active user inactive; False when there is no such user or it already was."""
+        updated = await self.session.scalar(
+            update(User)
+            .where(User.id == user_id, User.is_active)
+            .values(is_active=False)
+            .returning(User.id)
+            .execution_options(synchronize_session=False)
+        )
+        return updated is not None
+
 
 class RefreshTokenRepository:
     def __init__(self, session: AsyncSession) -> None:

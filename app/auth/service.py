@@ -97,6 +97,21 @@ async def create_user(
     return user
 
 
+async def deactivate_user(
+    session: AsyncSession, *, user_id: uuid.UUID, actor: Principal | None
+) -> bool:
+    """Mark the user inactive, with its `user.deactivated` event: no sign-in, refresh or access
+    token of theirs works from the next request. False (and nothing recorded) when there is no
+    such user or it already was. What they created in projects goes too, but that is for
+    `app.projects.departures.deactivate_user`, the one operators call."""
+    if not await UserRepository(session).deactivate(user_id):
+        return False
+    event_service.record(
+        session, "user.deactivated", project_id=None, subject_id=user_id, actor=actor, data={}
+    )
+    return True
+
+
 async def authenticate(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,

@@ -1,4 +1,5 @@
-"""`taskgate projects create` and `taskgate keys create`: bootstrapping without HTTP."""
+"""`taskgate projects create` and `taskgate keys create`: bootstrapping without HTTP; and
+`taskgate users deactivate`, here because it takes what the user created in projects with it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service as auth_service
-from app.auth.cli import fail_validation, run_in_transaction
+from app.auth.cli import fail_validation, run_in_transaction, users
 from app.core.config import Settings
+from app.projects import departures
 from app.projects import service as project_service
 from app.projects.exceptions import ProjectNotFound, UserNotFound
 from app.projects.models import ApiKeyScope, Role
@@ -74,3 +76,23 @@ def create_key(
     secret = run_in_transaction(work)
     typer.echo(f"created API key {data.name!r} for project {project}; store it now:", err=True)
     typer.echo(secret)
+
+
+@users.command("deactivate")
+def deactivate_user(
+    email: Annotated[str, typer.Argument(help="The account's email.")],
+) -> None:
+    """Deactivate a user; prints its id. Their sign-ins and tokens stop working, and the API keys
+    and webhooks they created in any project are revoked and disabled (again, if repeated)."""
+
+    async def work(session: AsyncSession, settings: Settings) -> tuple[str, bool]:  # noqa: ARG001
+        user = await auth_service.get_user_by_email(session, email)
+        if user is None:
+            raise UserNotFound(f"No user is registered as {email}.")
+        deactivated = await departures.deactivate_user(session, user_id=user.id, actor=None)
+        return str(user.id), deactivated
+
+    user_id, deactivated = run_in_transaction(work)
+    state = "deactivated" if deactivated else "was already inactive; swept again"
+    typer.echo(f"{email} {state}: their API keys are revoked, their webhooks disabled", err=True)
+    typer.echo(user_id)

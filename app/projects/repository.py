@@ -147,3 +147,16 @@ class ApiKeyRepository:
             .execution_options(populate_existing=True)
         )
         return await self.session.scalar(query)
+
+    async def revoke_created_by(
+        self, user_id: uuid.UUID, *, project_id: uuid.UUID | None, now: datetime
+    ) -> Sequence[ApiKey]:
+        """Revoke the live keys the user created, in one project (or in every one, None); the
+        revoked rows."""
+        query = update(ApiKey).where(ApiKey.created_by == user_id, ApiKey.revoked_at.is_(None))
+        if project_id is not None:
+            query = query.where(ApiKey.project_id == project_id)
+        query = (
+            query.values(revoked_at=now).returning(ApiKey).execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(query)).all()

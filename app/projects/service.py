@@ -27,6 +27,8 @@ from app.core.pagination import decode_keyset, keyset, page_of
 from app.core.security import new_api_key
 from app.events import service as event_service
 from app.events.models import ActorType
+from app.projects import departures
+from app.projects.departures import Departure, DepartureReason
 from app.projects.exceptions import (
     AlreadyMember,
     ApiKeyNotFound,
@@ -344,7 +346,8 @@ async def change_member_role(
 async def remove_member(
     session: AsyncSession, *, access: ProjectAccess, user_id: uuid.UUID
 ) -> None:
-    """Remove a member (admin+, owners by owners), or leave: any member may remove themselves."""
+    """Remove a member (admin+, owners by owners), or leave: any member may remove themselves.
+    Either way the API keys and webhooks they created stop working with it (`departures`)."""
     leaving = access.user_id == user_id
     if not leaving:
         _ensure(access, Role.admin)
@@ -354,6 +357,11 @@ async def remove_member(
             _ensure(access, Role.owner)
         await _step_down_owner(session, project, user_id)
     await MemberRepository(session).remove(project.id, user_id)
+    reason = DepartureReason.creator_left if leaving else DepartureReason.creator_removed
+    await departures.revoke_what_they_created(
+        session,
+        Departure(user_id=user_id, project_id=project.id, reason=reason, actor=access.principal),
+    )
     event_service.record(
         session,
         "project.member_removed",

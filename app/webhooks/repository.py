@@ -120,6 +120,23 @@ class EndpointRepository:
             disabled_reason=reason[:200],
         )
 
+    async def disable_created_by(
+        self, user_id: uuid.UUID, *, project_id: uuid.UUID | None, reason: str
+    ) -> Sequence[WebhookEndpoint]:
+        """Disable the enabled endpoints the user created, in one project (or in every one,
+        None); the disabled rows."""
+        statement = update(WebhookEndpoint).where(
+            WebhookEndpoint.created_by == user_id, WebhookEndpoint.enabled.is_(True)
+        )
+        if project_id is not None:
+            statement = statement.where(WebhookEndpoint.project_id == project_id)
+        statement = (
+            statement.values(enabled=False, disabled_reason=reason[:200])
+            .returning(WebhookEndpoint)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).all()
+
     async def mark_failing(self, endpoint_id: uuid.UUID, *, now: datetime) -> datetime | None:
         """Since when the endpoint has been failing (set now unless it already was)."""
         return await self.session.scalar(

@@ -20,7 +20,9 @@ from app.core.config import WebhookSettings
 from app.core.db import utc_now
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.events import service as event_service
+from app.projects import departures
 from app.projects import service as project_service
+from app.projects.departures import Departure
 from app.projects.models import Role
 from app.projects.service import ProjectAccess
 from app.webhooks import outbox, targets
@@ -187,6 +189,39 @@ async def delete_endpoint(
         actor=principal,
         data={"url_origin": _origin(endpoint.url)},
     )
+
+
+def subscribe() -> None:
+    """Disable the endpoints a user created when they leave a project or are deactivated
+    (idempotent; every process that can remove members wires it, `wiring.subscribe_all`)."""
+    departures.on_departure(disable_created_by)
+
+
+async def disable_created_by(session: AsyncSession, departure: Departure) -> None:
+    """Disable the endpoints the departing user created (in the project they leave, or in every
+    one), fail their waiting deliveries and record `webhook.endpoint_disabled` for each: someone
+    removed from a project keeps no copy of its events."""
+    now = utc_now()
+    reason = departure.reason.detail
+    disabled = await EndpointRepository(session).disable_created_by(
+        departure.user_id, project_id=departure.project_id, reason=reason
+    )
+    for endpoint in disabled:
+        failed = await DeliveryRepository(session).fail_waiting(
+            endpoint.id, now=now, reason=f"the endpoint was disabled: {reason}"
+        )
+        event_service.record(
+            session,
+            "webhook.endpoint_disabled",
+            project_id=endpoint.project_id,
+            subject_id=endpoint.id,
+            actor=departure.actor,
+            data={
+                "reason": departure.reason.value,
+                "created_by": str(departure.user_id),
+                "failed_deliveries": failed,
+            },
+        )
 
 
 async def rotate_secret(

@@ -1,4 +1,5 @@
-"""`taskgate users create`, `projects create`, `keys create`: bootstrapping without HTTP.
+"""`taskgate users create`, `projects create`, `keys create`: bootstrapping without HTTP;
+`taskgate users deactivate`.
 
 The commands commit for real (to this session's database), like an operator's would.
 """
@@ -88,3 +89,26 @@ class TestBootstrap:
 
         assert result.exit_code == 1
         assert "Project not found" in result.stderr
+
+    async def test_a_user_is_deactivated_from_the_command_line(self, session: AsyncSession) -> None:
+        email = f"leaving-{uuid.uuid4().hex[:8]}@example.com"
+        created = await _taskgate(
+            "users", "create", email, "--password-stdin", stdin="long enough\n"
+        )
+        user_id = uuid.UUID(created.stdout.strip())
+
+        result = await _taskgate("users", "deactivate", email)
+        again = await _taskgate("users", "deactivate", email)
+
+        assert (result.exit_code, again.exit_code) == (0, 0), result.output + again.output
+        assert result.stdout.strip() == str(user_id)
+        stored = await session.get_one(User, user_id, populate_existing=True)
+        assert stored.is_active is False
+        kinds = await session.scalars(select(Event.kind).where(Event.subject_id == user_id))
+        assert sorted(kinds) == ["user.deactivated", "user.registered"]
+
+    async def test_deactivating_an_unknown_user_fails_with_a_message(self) -> None:
+        result = await _taskgate("users", "deactivate", "nobody@example.com")
+
+        assert result.exit_code == 1
+        assert "No user is registered as nobody@example.com" in result.stderr
