@@ -1,11 +1,13 @@
 """The benchmark harness: taskgate against raw Celery, Flower, a bare FastAPI app and PgQueuer.
 
     .venv/bin/python -m benchmarks.run [--quick] [--only submit,drain,...] [--out DIR] [--keep]
+                                       [--set TASKGATE_X=VALUE ...]
 
 One production-like stack on the embedded engines (durable PostgreSQL, 2 API processes, 2 worker
 processes, the scheduler) and the peers on the same engines, in the same run. A full run of every
 scenario writes `benchmarks/results/<date>.json`, the charts in `docs/benchmarks/` and the results
-section of `docs/benchmarks.md`; `--quick` and `--only` runs write to `benchmarks/out/` instead.
+section of `docs/benchmarks.md`; `--quick`, `--only` and `--set` runs (a setting tried against the
+defaults) write to `benchmarks/out/` instead.
 The exit code is 0 only if every selected scenario ran to the end and produced its figures (never
 a speed: a target that fails is reported, not an error), 130 on Ctrl-C.
 """
@@ -67,7 +69,20 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="taskgate's worker pool (threads: one process per peer process, jobs overlapping)",
     )
     parser.add_argument("--worker-threads", type=int, default=4, help="jobs per threads process")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TASKGATE_X=VALUE",
+        help="a setting of taskgate's processes for this run (repeatable; kept in the JSON)",
+    )
     args = parser.parse_args(argv)
+    args.overrides = {}
+    for item in args.set:
+        name, equals, value = item.partition("=")
+        if not equals or not name.startswith("TASKGATE_"):
+            parser.error(f"--set takes TASKGATE_NAME=VALUE, not {item!r}")
+        args.overrides[name] = value
     names = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in names if name not in BY_NAME]
     if unknown:
@@ -139,7 +154,7 @@ def _problems(results: Sequence[ScenarioResult], selected: Sequence[Scenario]) -
 
 def _execute(args: argparse.Namespace, scratch: Path, meta: dict[str, Any]) -> list[ScenarioResult]:
     procs = Processes(scratch / "logs")
-    overrides = QUICK_OVERRIDES if args.quick else {}
+    overrides = {**(QUICK_OVERRIDES if args.quick else {}), **args.overrides}
     tg = Taskgate(
         procs,
         scratch,
@@ -176,7 +191,12 @@ def _execute(args: argparse.Namespace, scratch: Path, meta: dict[str, Any]) -> l
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     interrupt_on_sigterm()
-    full_docs = not args.quick and len(args.scenarios) == len(SCENARIOS) and args.out is None
+    full_docs = (
+        not args.quick
+        and not args.overrides
+        and len(args.scenarios) == len(SCENARIOS)
+        and args.out is None
+    )
     mode = "quick" if args.quick else "full"
     started = time.monotonic()
     now = datetime.now(UTC)
@@ -189,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stack": {
             "api_processes": 2,
             "worker_processes": 2,
-            "settings_overrides": QUICK_OVERRIDES if args.quick else {},
+            "settings_overrides": {**(QUICK_OVERRIDES if args.quick else {}), **args.overrides},
             "durability": {},
         },
         "versions": {},
