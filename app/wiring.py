@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 
 from app.core.config import Settings
+from app.core.memory import release_large_blocks
 from app.core.redis import create_redis
 from app.webhooks import outbox
 from app.webhooks import service as webhook_service
@@ -24,6 +25,7 @@ def subscribe_all() -> None:
 def wire_process(settings: Settings, *, background: bool) -> enqueue.Publisher:
     """Publish this process's jobs to the broker of `settings`; webhooks subscribe to events.
     The caller closes the publisher (`await publisher.close()`) when the process stops."""
+    release_large_blocks()  # a password hash's 19 MiB go back to the OS when it ends
     publisher = enqueue.Publisher(
         create_redis(settings.redis),
         breaker_s=settings.tasks.publish_breaker_s,
