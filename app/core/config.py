@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -301,6 +301,23 @@ class FilesSettings(BaseModel):
         return self
 
 
+# Bounds of a project's limits: the deployment's defaults below and each project's own
+# `settings` (`app.projects.settings.ProjectSettings`) alike.
+QueuedTasksLimit = Annotated[int, Field(ge=1, le=1_000_000)]
+RunningTasksLimit = Annotated[int, Field(ge=1, le=100_000)]
+PerMinuteLimit = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class ProjectDefaults(BaseModel):
+    """What a project's limits are where its own `settings` leave a field out. Generous, so a
+    single-tenant deployment never meets them; lower them to share workers between tenants."""
+
+    max_queued_tasks: QueuedTasksLimit = 100_000
+    max_running_tasks: RunningTasksLimit = 1_000
+    submit_rate_per_minute: PerMinuteLimit = 60_000
+    read_rate_per_minute: PerMinuteLimit = 120_000
+
+
 class HealthSettings(BaseModel):
     check_timeout_s: float = Field(2.0, gt=0, le=30)
 
@@ -323,6 +340,7 @@ class Settings(BaseSettings):
     files: FilesSettings = Field(default_factory=FilesSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    projects: ProjectDefaults = Field(default_factory=ProjectDefaults)
 
     @model_validator(mode="after")
     def _broker_outlasts_tasks(self) -> Self:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response, status
 from app.auth.dependencies import CurrentPrincipal, CurrentUser
 from app.auth.exceptions import InvalidCredentials, UserTokenRequired
 from app.auth.models import ApiKey
+from app.core.config import Settings
 from app.core.dependencies import SessionDep, SettingsDep
 from app.core.errors import error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
@@ -35,19 +36,22 @@ from app.projects.schemas import (
     ProjectRead,
     ProjectUpdate,
 )
+from app.projects.settings import effective_settings
 
 router = APIRouter()
 
 _IN_PROJECT = (InvalidCredentials, InsufficientRole, ProjectNotFound)
 
 
-def _project(project: Project, role: Role) -> ProjectRead:
+def _project(project: Project, role: Role, settings: Settings) -> ProjectRead:
+    own = project_service.settings_of(project)
     return ProjectRead(
         id=project.id,
         name=project.name,
         created_at=project.created_at,
         role=role,
-        settings=project.settings,
+        settings=own,
+        effective_settings=effective_settings(own, settings.projects),
     )
 
 
@@ -71,13 +75,17 @@ def _api_key(api_key: ApiKey) -> ApiKeyRead:
     responses=error_responses(InvalidCredentials, UserTokenRequired),
 )
 async def create_project(
-    data: ProjectCreate, session: SessionDep, user: CurrentUser, principal: CurrentPrincipal
+    data: ProjectCreate,
+    session: SessionDep,
+    user: CurrentUser,
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
 ) -> ProjectRead:
     """Create a project; you become its `owner`. Needs a user token (API keys cannot)."""
     project = await project_service.create_project(
         session, owner=user, name=data.name, actor=principal
     )
-    return _project(project, Role.owner)
+    return _project(project, Role.owner, settings)
 
 
 @router.get(
@@ -86,6 +94,7 @@ async def create_project(
 async def list_projects(
     session: SessionDep,
     principal: CurrentPrincipal,
+    settings: SettingsDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[ProjectRead]:
@@ -93,24 +102,28 @@ async def list_projects(
     rows, next_cursor = await project_service.list_projects(
         session, principal=principal, limit=limit, cursor=cursor
     )
-    return Page(items=[_project(project, role) for project, role in rows], next_cursor=next_cursor)
+    return Page(
+        items=[_project(project, role, settings) for project, role in rows], next_cursor=next_cursor
+    )
 
 
 @router.get("/projects/{project_id}", tags=["projects"], responses=error_responses(*_IN_PROJECT))
-async def get_project(access: ViewerAccess, session: SessionDep) -> ProjectRead:
+async def get_project(
+    access: ViewerAccess, session: SessionDep, settings: SettingsDep
+) -> ProjectRead:
     """A project you are in (any role)."""
     project = await project_service.get_project(session, access=access)
-    return _project(project, access.role)
+    return _project(project, access.role, settings)
 
 
 @router.patch("/projects/{project_id}", tags=["projects"], responses=error_responses(*_IN_PROJECT))
 async def update_project(
-    data: ProjectUpdate, access: AdminAccess, session: SessionDep
+    data: ProjectUpdate, access: AdminAccess, session: SessionDep, settings: SettingsDep
 ) -> ProjectRead:
     """Rename the project or change its settings (merged key by key; `null` removes a key).
     Needs `admin`."""
     project = await project_service.update_project(session, access=access, data=data)
-    return _project(project, access.role)
+    return _project(project, access.role, settings)
 
 
 @router.delete(

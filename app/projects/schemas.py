@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
@@ -17,11 +16,9 @@ from pydantic import (
 )
 
 from app.auth.schemas import NormalizedEmail
-from app.core.types import check_storable_json, without_nul
+from app.core.types import without_nul
 from app.projects.models import ApiKeyScope, Role
-
-MAX_SETTINGS_BYTES = 16_384
-MAX_SETTINGS_DEPTH = 16
+from app.projects.settings import EffectiveProjectSettings, ProjectSettings
 
 Name = Annotated[
     str,
@@ -40,20 +37,11 @@ class ProjectUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name | None = None
-    settings: dict[str, Any] | None = Field(
+    settings: ProjectSettings | None = Field(
         None,
-        description="Merged into the current settings key by key; a `null` value removes a key.",
+        description="Merged into the current settings key by key; a `null` value removes a key "
+        "(back to the deployment's default). An unknown key or a value out of range is a 422.",
     )
-
-    @field_validator("settings")
-    @classmethod
-    def _storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return value
-        check_storable_json(value, max_depth=MAX_SETTINGS_DEPTH)
-        if len(json.dumps(value)) > MAX_SETTINGS_BYTES:
-            raise ValueError(f"settings must be at most {MAX_SETTINGS_BYTES} bytes of JSON")
-        return value
 
 
 class ProjectRead(BaseModel):
@@ -61,7 +49,10 @@ class ProjectRead(BaseModel):
     name: str
     created_at: datetime
     role: Role = Field(description="The caller's role in the project.")
-    settings: dict[str, Any]
+    settings: ProjectSettings = Field(description="The project's own settings, as stored.")
+    effective_settings: EffectiveProjectSettings = Field(
+        description="The limits that apply: `settings` over the deployment's defaults."
+    )
 
 
 class MemberAdd(BaseModel):

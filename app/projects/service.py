@@ -43,6 +43,8 @@ from app.projects.exceptions import ProjectNotFound as ProjectNotFound
 from app.projects.models import ROLE_RANK, ApiKeyScope, Project, ProjectMember, Role
 from app.projects.repository import ApiKeyRepository, MemberRepository, ProjectRepository
 from app.projects.schemas import ProjectUpdate
+from app.projects.settings import merge_settings
+from app.projects.settings import settings_of as settings_of
 
 
 @dataclass(frozen=True)
@@ -210,8 +212,7 @@ async def update_project(
         project.name = data.name
         changed.append("name")
     if data.settings is not None:
-        merged = {**project.settings, **data.settings}
-        merged = {key: value for key, value in merged.items() if value is not None}
+        merged = merge_settings(settings_of(project), data.settings).model_dump()
         if merged != project.settings:
             project.settings = merged
             changed.append("settings")
@@ -222,11 +223,10 @@ async def update_project(
             project_id=project.id,
             subject_id=project.id,
             actor=access.principal,
-            # Names of the settings only: their values are the client's and may be sensitive.
             data={
                 "changed": changed,
                 "name": project.name,
-                "settings_keys": sorted(data.settings or {}),
+                "settings_keys": sorted(data.settings.model_fields_set if data.settings else ()),
             },
         )
         await session.flush()

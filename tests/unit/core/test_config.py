@@ -50,3 +50,23 @@ class TestSettings:
     def test_a_heartbeat_must_come_within_the_lease(self) -> None:
         with pytest.raises(ValidationError, match="heartbeat_s must be shorter"):
             Settings(tasks={"lease_s": 5, "heartbeat_s": 5})
+
+
+class TestProjectDefaults:
+    def test_are_read_from_the_projects_group(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("TASKGATE_PROJECTS__MAX_QUEUED_TASKS", "25")
+        monkeypatch.setenv("TASKGATE_PROJECTS__READ_RATE_PER_MINUTE", "90")
+
+        settings = Settings()
+
+        assert settings.projects.max_queued_tasks == 25
+        assert settings.projects.read_rate_per_minute == 90
+
+    @pytest.mark.parametrize("value", ["0", "1000001"])
+    def test_a_default_out_of_the_projects_bounds_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch, value: str
+    ) -> None:
+        monkeypatch.setenv("TASKGATE_PROJECTS__MAX_QUEUED_TASKS", value)
+
+        with pytest.raises(ValidationError, match="max_queued_tasks"):
+            Settings()
