@@ -22,7 +22,18 @@ REQUESTS = Counter(
 
 def _route_template(scope: Scope) -> str:
     # The router records the matched route in the (shared) scope; unmatched paths share one label.
-    return str(getattr(scope.get("route"), "path", "unmatched"))
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return "unmatched"
+    # A route of an included router has its path without the router's prefix (`/v1`): the prefix
+    # is what the request's path holds before the part the route matched.
+    try:
+        matched = str(getattr(route, "path_format", template)).format(**scope["path_params"])
+    except (KeyError, IndexError, ValueError):
+        return template
+    path = str(scope.get("path", ""))
+    return path.removesuffix(matched) + template if path.endswith(matched) else template
 
 
 class MetricsMiddleware:
@@ -47,7 +58,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
+            duration_s = time.perf_counter() - started
             route = _route_template(scope)
             labels = (scope["method"], route, str(status_code))
-            REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
+            REQUEST_DURATION.labels(*labels).observe(duration_s)
             REQUESTS.labels(*labels).inc()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 import httpx
 
 
@@ -62,3 +64,13 @@ class TestMetrics:
         assert 'taskgate_http_requests_total{method="GET",route="/health/live",status="200"}' in (
             response.text
         )
+
+    async def test_a_route_under_the_v1_prefix_is_labelled_with_its_whole_template(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await client.get(f"/v1/projects/{uuid.uuid4()}/members")
+
+        response = await client.get("/metrics")
+
+        labels = 'method="GET",route="/v1/projects/{project_id}/members",status="401"'
+        assert f"taskgate_http_requests_total{{{labels}}}" in response.text
