@@ -48,6 +48,7 @@ def api(
         port=port or settings.api.port,
         workers=workers or settings.api.workers,
         log_config=None,
+        access_log=False,  # the app writes each request's line (`taskgate.access`)
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=10,

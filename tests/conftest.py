@@ -7,6 +7,7 @@ ones, in which case those are used as they are.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +30,7 @@ from app.devstack import DevStack, StackUrls
 from app.main import create_app
 from app.worker.celery_app import create_celery
 from app.worker.enqueue import Publisher
+from tests.logs import JsonLogs, capture_json_logs
 from tests.platform import FAST_SETTINGS, Platform
 from tests.support import ProcessGroup, plain_dsn, run_alembic, settings_env
 
@@ -146,6 +148,13 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://taskgate.test") as client:
         yield client
+
+
+@pytest.fixture
+def json_logs() -> Iterator[JsonLogs]:
+    """Every log line of this process during the test, at DEBUG and above, as JSON."""
+    with capture_json_logs(logging.DEBUG) as logs:
+        yield logs
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +26,7 @@ from app.auth.principal_cache import api_key_principals
 from app.core.config import Settings
 from app.core.db import after_commit, transaction, utc_now
 from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
+from app.core.logging import note_caller
 from app.core.security import API_KEY_PREFIX
 
 # Both read `Authorization: Bearer …`; two schemes so the OpenAPI document offers both ways.
@@ -90,7 +91,13 @@ async def _authenticate(
     return Principal.for_user(user)
 
 
+def _noted(request: Request, principal: Principal) -> Principal:
+    note_caller(request.scope, kind=principal.actor_type.value, caller_id=principal.actor_id)
+    return principal
+
+
 async def get_principal(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     sessionmaker: SessionmakerDep,
@@ -98,12 +105,15 @@ async def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
 ) -> Principal:
     """The caller, from a JWT access token or an API key; 401 for anything else."""
-    return await _authenticate(
-        session, settings=settings, sessionmaker=sessionmaker, bearer=_bearer(token, credentials)
+    bearer = _bearer(token, credentials)
+    principal = await _authenticate(
+        session, settings=settings, sessionmaker=sessionmaker, bearer=bearer
     )
+    return _noted(request, principal)
 
 
 async def get_detached_principal(
+    request: Request,
     settings: SettingsDep,
     sessionmaker: SessionmakerDep,
     token: Annotated[str | None, Depends(_user_token)],
@@ -113,11 +123,12 @@ async def get_detached_principal(
     (none at all for an API key this process has just seen)."""
     bearer = _bearer(token, credentials)
     if (cached := api_key_principals.get(bearer)) is not None:
-        return cached
+        return _noted(request, cached)
     async with transaction(sessionmaker) as session:
-        return await _authenticate(
+        principal = await _authenticate(
             session, settings=settings, sessionmaker=sessionmaker, bearer=bearer
         )
+    return _noted(request, principal)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

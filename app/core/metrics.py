@@ -7,6 +7,8 @@ import time
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.logging import log_request
+
 REQUEST_DURATION = Histogram(
     "taskgate_http_request_duration_seconds",
     "HTTP request latency by method, route template and status class.",
@@ -37,7 +39,8 @@ def _route_template(scope: Scope) -> str:
 
 
 class MetricsMiddleware:
-    """Count and time every HTTP request by its route template (bounded label values)."""
+    """Count and time every HTTP request by its route template (bounded label values), and
+    write its access log line."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -63,3 +66,4 @@ class MetricsMiddleware:
             labels = (scope["method"], route, str(status_code))
             REQUEST_DURATION.labels(*labels).observe(duration_s)
             REQUESTS.labels(*labels).inc()
+            log_request(scope, route=route, status=status_code, duration_s=duration_s)

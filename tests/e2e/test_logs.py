@@ -1,0 +1,78 @@
+"""Log lines of real processes: the API's one access line per request, workers' JSON lines."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.platform import Platform
+from tests.support import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of `path`, each of which must be one JSON object (a line still being
+    written, after the last newline, is left for the next read)."""
+    *lines, _partial = path.read_text().split("\n")
+    return [orjson.loads(line) for line in lines if line.strip()]
+
+
+def _access_lines(path: Path, request_id: str) -> list[dict[str, Any]]:
+    return [
+        entry
+        for entry in _json_lines(path)
+        if entry["logger"] == "taskgate.access" and entry.get("request_id") == request_id
+    ]
+
+
+class TestApiAccessLog:
+    async def test_each_request_is_one_json_line_and_uvicorn_logs_none(
+        self, platform: Platform
+    ) -> None:
+        log = platform.logs / "api.log"
+        marker = f"query-{uuid.uuid4().hex}"
+        requests = {
+            "submit": ("POST", f"/v1/projects/{platform.project_id}/tasks", {"type": "echo"}),
+            "read": ("GET", f"/v1/projects/{platform.project_id}?note={marker}", None),
+            "missing": ("GET", f"/v1/nowhere?note={marker}", None),
+        }
+
+        async with httpx.AsyncClient(base_url=platform.base_url, timeout=30) as client:
+            statuses = {
+                name: (
+                    await client.request(
+                        method,
+                        path,
+                        json=body,
+                        headers={**platform.headers, "X-Request-ID": f"log-{name}"},
+                    )
+                ).status_code
+                for name, (method, path, body) in requests.items()
+            }
+        # The line is written once the response is sent: wait for the last request's.
+        wait_until(
+            lambda: bool(_access_lines(log, "log-missing")),
+            timeout_s=30,
+            what="the access line of the last request",
+        )
+
+        assert statuses == {"submit": 202, "read": 200, "missing": 404}
+        entries = _json_lines(log)  # every line of the process is JSON
+        assert not [entry for entry in entries if entry["logger"] == "uvicorn.access"]
+        [submit] = _access_lines(log, "log-submit")
+        assert submit["route"] == "/v1/projects/{project_id}/tasks"
+        assert (submit["method"], submit["status"]) == ("POST", 202)
+        assert submit["project_id"] == str(platform.project_id)
+        assert "api_key_id" in submit
+        assert submit["duration_ms"] >= 0
+        [read] = _access_lines(log, "log-read")
+        assert (read["route"], read["status"]) == ("/v1/projects/{project_id}", 200)
+        [missing] = _access_lines(log, "log-missing")
+        assert (missing["route"], missing["status"]) == ("unmatched", 404)
+        assert marker not in log.read_text()
