@@ -27,6 +27,9 @@ from app.tasktypes.registry import Registry, TaskTypeNotRegistered
 
 log = logging.getLogger(__name__)
 
+# How an attempt ended, as its log line gives it: `status` and, for a failure, the error's type.
+Outcome = dict[str, Any]
+
 
 class StopReason(enum.StrEnum):
     """Why an attempt stopped before its handler returned."""
@@ -54,8 +57,25 @@ async def execute(
         task_id_var.set(str(task.id)),
         project_id_var.set(str(task.project_id)),
     )
+    started = time.monotonic()
     try:
-        await _run_leased(sessionmaker, task, registry=registry, limits=limits, storage=storage)
+        outcome = await _run_leased(
+            sessionmaker, task, registry=registry, limits=limits, storage=storage
+        )
+        # The attempt's one INFO line (its start is the task's `task.started` event).
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        status = outcome["status"]
+        log.log(
+            logging.WARNING if status == StopReason.lease_lost else logging.INFO,
+            "task attempt %s",
+            status,
+            extra={
+                "type": task.type,
+                "attempt": task.attempt,
+                **outcome,
+                "duration_ms": duration_ms,
+            },
+        )
     finally:
         task_id_var.reset(task_token)
         project_id_var.reset(project_token)
@@ -94,17 +114,15 @@ async def _run_leased(
     registry: Registry,
     limits: TaskSettings,
     storage: Storage,
-) -> None:
-    # One INFO line per attempt, at its end (with the attempt and the type); the start is in the
-    # task's events (`task.started`).
+) -> Outcome:
+    """Run the leased attempt and record how it ended; the outcome is what its log line says."""
     log.debug("task started", extra={"attempt": task.attempt, "type": task.type})
     try:
         task_type = registry.get(task.type)
     except TaskTypeNotRegistered:
-        await _fail(
+        return await _fail(
             sessionmaker, task, "unknown_type", f"no handler for {task.type!r}", False, limits
         )
-        return
     context = TaskContext(
         task_id=task.id,
         project_id=task.project_id,
@@ -125,38 +143,25 @@ async def _run_leased(
     stopped = await _supervise(
         sessionmaker, task, run, context, limits, deadline=started + task.timeout_s
     )
-    if stopped == StopReason.lease_lost:
-        log.warning("lease lost; the attempt's outcome is discarded")
-        return
+    if stopped == StopReason.lease_lost:  # the attempt's outcome is discarded
+        return {"status": StopReason.lease_lost.value}
     if stopped == StopReason.canceled:
-        async with transaction(sessionmaker) as session:
-            await lifecycle.end_canceled(session, task)
-        log.info("task canceled")
-        return
+        return await _cancel(sessionmaker, task)
     if stopped == StopReason.timed_out:
         message = f"attempt exceeded timeout_s={task.timeout_s}"
-        await _fail(sessionmaker, task, "timeout", message, True, limits)
-        return
+        return await _fail(sessionmaker, task, "timeout", message, True, limits)
     try:
         result = run.result()
     except TaskCanceled:
-        async with transaction(sessionmaker) as session:
-            await lifecycle.end_canceled(session, task)
-        return
+        return await _cancel(sessionmaker, task)
     except TaskError as exc:
-        await _fail(sessionmaker, task, exc.type, str(exc), exc.retryable, limits)
-        return
+        return await _fail(sessionmaker, task, exc.type, str(exc), exc.retryable, limits)
     except Exception as exc:  # a handler bug: recorded on the task, never crashes the worker
         log.exception("task handler raised")
         message = f"{type(exc).__name__}: {exc}"
-        await _fail(sessionmaker, task, "internal", message, task_type.is_retryable(exc), limits)
-        return
-    await _succeed(sessionmaker, task, result, limits, storage)
-    duration_s = round(time.monotonic() - started, 3)
-    log.info(
-        "task succeeded",
-        extra={"attempt": task.attempt, "type": task.type, "duration_s": duration_s},
-    )
+        retryable = task_type.is_retryable(exc)
+        return await _fail(sessionmaker, task, "internal", message, retryable, limits)
+    return await _succeed(sessionmaker, task, result, limits, storage)
 
 
 async def _supervise(
@@ -215,25 +220,37 @@ async def _succeed(
     result: Any,
     limits: TaskSettings,
     storage: Storage,
-) -> None:
+) -> Outcome:
     try:
         payload = orjson.dumps(result)
         check_storable_json(result)
     except (TypeError, ValueError) as exc:
         message = f"result is not storable JSON: {exc}"
-        await _fail(sessionmaker, task, "invalid_result", message, False, limits)
-        return
+        return await _fail(sessionmaker, task, "invalid_result", message, False, limits)
     if len(payload) <= limits.inline_result_bytes:
-        await grouped.succeed(sessionmaker, task, result=result)
-        return
+        return _succeeded(await grouped.succeed(sessionmaker, task, result=result))
     try:
         key = await file_service.store_result(
             storage, project_id=task.project_id, task_id=task.id, payload=payload
         )
     except StorageError as exc:
-        await _fail(sessionmaker, task, "storage_unavailable", str(exc), True, limits)
-        return
-    await lifecycle.succeed_now(sessionmaker, task, result=None, result_key=key)
+        return await _fail(sessionmaker, task, "storage_unavailable", str(exc), True, limits)
+    return _succeeded(await lifecycle.succeed_now(sessionmaker, task, result=None, result_key=key))
+
+
+async def _cancel(sessionmaker: async_sessionmaker[AsyncSession], task: Task) -> Outcome:
+    async with transaction(sessionmaker) as session:
+        return _ended(await lifecycle.end_canceled(session, task))
+
+
+def _succeeded(ended: Task | None) -> Outcome:
+    return {"status": "succeeded" if ended is not None else StopReason.lease_lost.value}
+
+
+def _ended(ended: Task | None, **fields: Any) -> Outcome:
+    """The status the attempt left its task in; `lease_lost` when its guard found nothing."""
+    status = ended.status.value if ended is not None else StopReason.lease_lost.value
+    return {"status": status, **fields}
 
 
 async def _fail(
@@ -243,10 +260,9 @@ async def _fail(
     message: str,
     retryable: bool,
     limits: TaskSettings,
-) -> None:
-    log.info("task attempt failed", extra={"error_type": error_type, "retryable": retryable})
+) -> Outcome:
     async with transaction(sessionmaker) as session:
-        await lifecycle.fail_attempt(
+        ended = await lifecycle.fail_attempt(
             session,
             task,
             error_type=error_type,
@@ -254,3 +270,4 @@ async def _fail(
             retryable=retryable,
             limits=limits,
         )
+    return _ended(ended, error_type=error_type, retryable=retryable)
