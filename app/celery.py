@@ -4,8 +4,13 @@ Importing this module builds the app from the environment; nothing else imports 
 """
 
 from app import wiring
+from app.core.config import get_settings
+from app.core.logging import configure_logging
 from app.worker.celery_app import celery_app
 
+# JSON lines from the start, Celery's own warnings before its logging setup included; the
+# worker's `--loglevel` applies once it sets logging up (`worker.celery_app._log_as_json`).
+configure_logging(get_settings().log_level, json=get_settings().log_json)
 wiring.wire_workers()
 app = celery_app()
 

@@ -71,20 +71,29 @@ class ProcessGroup:
         self.children: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_path: Path,
+        stderr_path: Path | None = None,
     ) -> subprocess.Popen[bytes]:
+        """Start `argv`; its stdout and stderr go to `log_path`, or stderr to `stderr_path`."""
         log = log_path.open("wb")
+        errors = stderr_path.open("wb") if stderr_path is not None else None
         try:
             child = subprocess.Popen(  # noqa: S603 (argv built by the tests)
                 list(argv),
                 cwd=REPO_ROOT,
                 env=dict(env),
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=errors if errors is not None else subprocess.STDOUT,
                 start_new_session=True,
             )
         finally:
             log.close()
+            if errors is not None:
+                errors.close()
         self.children.append(child)
         return child
 

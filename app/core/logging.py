@@ -65,6 +65,8 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         logging.getLogger(name).propagate = True
     # `taskgate.access` has the request's line, with the route template instead of the query.
     logging.getLogger("uvicorn.access").disabled = True
+    # Python's warnings (Celery's own among them) as log lines too, not plain text on stderr.
+    logging.captureWarnings(True)
 
 
 def note_caller(scope: MutableMapping[str, Any], *, kind: str, caller_id: uuid.UUID) -> None:

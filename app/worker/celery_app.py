@@ -9,11 +9,13 @@ they bind to whichever app runs them.
 from __future__ import annotations
 
 import functools
+import logging
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue as KombuQueue
 
 from app.core.config import Settings, get_settings
+from app.core.logging import configure_logging
 from app.core.redis import connection_options
 from app.worker.names import ALL_QUEUES, Queue
 from app.worker.transport import TRANSPORT
@@ -78,3 +80,17 @@ def create_celery(settings: Settings) -> Celery:
 def celery_app() -> Celery:
     """This process's app, configured from the environment (built once, on first use)."""
     return create_celery(get_settings())
+
+
+@signals.setup_logging.connect
+def _log_as_json(loglevel: int | str | None = None, **_: object) -> None:
+    """Replace Celery's logging setup with ours (`core.logging`: one JSON object per line, with
+    the task and project ids), for `taskgate worker` and the stock `celery -A app worker` alike.
+
+    Celery's `--loglevel` sets the level (`TASKGATE_LOG_LEVEL` where it gives none, as in a pool
+    process); lines go to stderr, so `--logfile` is not used."""
+    settings = get_settings()
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) and loglevel else None
+    if isinstance(loglevel, str) and loglevel:
+        level = loglevel.upper()
+    configure_logging(level or settings.log_level, json=settings.log_json)

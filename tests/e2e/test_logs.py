@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ import orjson
 import pytest
 
 from tests.platform import Platform
-from tests.support import wait_until
+from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
+
+VENV_BIN = Path(sys.executable).parent
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
@@ -76,3 +79,53 @@ class TestApiAccessLog:
         [missing] = _access_lines(log, "log-missing")
         assert (missing["route"], missing["status"]) == ("unmatched", 404)
         assert marker not in log.read_text()
+
+
+class TestStockCeleryWorkerLog:
+    async def test_celery_a_app_worker_writes_json_lines_with_the_task_s_ids(
+        self, platform: Platform, tmp_path: Path
+    ) -> None:
+        hostname = f"stock-log-{free_port()}@localhost"
+        stderr = tmp_path / "celery.stderr"
+        # Celery's defaults: a prefork pool; its pool processes set their logging up again.
+        platform.processes.start(
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "app",
+                "worker",
+                "--concurrency=1",
+                "--loglevel=info",
+                f"--hostname={hostname}",
+            ],
+            env={
+                **platform.env,
+                "TASKGATE_WORKER__POOL": "prefork",
+                "TASKGATE_WORKER__CONCURRENCY": "1",
+            },
+            log_path=tmp_path / "celery.stdout",
+            stderr_path=stderr,
+        )
+        [task_id] = await platform.submit_many(1, {"type": "echo", "input": {"n": 1}})
+
+        await platform.wait_terminal([task_id], timeout_s=60)
+        wait_until(
+            lambda: any(
+                entry.get("task_id") == task_id and entry["logger"] == "app.tasks.runner"
+                for entry in _json_lines(stderr)
+            ),
+            timeout_s=30,
+            what="the attempt's log line",
+        )
+
+        entries = _json_lines(stderr)  # every line on stderr is one JSON object
+        assert any(entry["logger"].startswith("celery") for entry in entries)
+        [attempt] = [
+            entry
+            for entry in entries
+            if entry.get("task_id") == task_id and entry["logger"] == "app.tasks.runner"
+        ]
+        assert attempt["level"] == "info"
+        assert attempt["project_id"] == str(platform.project_id)
+        assert (attempt["type"], attempt["attempt"], attempt["status"]) == ("echo", 1, "succeeded")
+        assert "duration_ms" in attempt
