@@ -23,12 +23,12 @@ dev: $(STAMP)
 	$(BIN)/taskgate dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests migrations benchmarks
-	$(BIN)/ruff format --check app tests migrations benchmarks
+	$(BIN)/ruff check app tests benchmarks
+	$(BIN)/ruff format --check app tests benchmarks
 
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix app tests migrations benchmarks
-	$(BIN)/ruff format app tests migrations benchmarks
+	$(BIN)/ruff check --fix app tests benchmarks
+	$(BIN)/ruff format app tests benchmarks
 
 # What and how strictly: [tool.mypy] in pyproject.toml (strict: app, tests, benchmarks).
 typecheck: $(STAMP)

