@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp
 
 from app import __version__, wiring
 from app.auth.router import router as auth_router
@@ -34,6 +35,17 @@ DESCRIPTION = (
 )
 
 
+class TaskgateAPI(FastAPI):
+    """FastAPI with the request id outermost: Starlette puts its `ServerErrorMiddleware` outside
+    every added middleware, so a 500 would be rendered after the id was reset, and sent past it."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        settings: Settings = self.state.settings
+        return RequestIdMiddleware(
+            super().build_middleware_stack(), trusted_proxies=settings.api.trusted_proxies
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for `settings` (the environment's when omitted)."""
     settings = settings or get_settings()
@@ -58,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await redis.aclose()
             await engine.dispose()
 
-    app = FastAPI(
+    app = TaskgateAPI(
         title="taskgate",
         version=__version__,
         description=DESCRIPTION,
@@ -71,7 +83,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route_limits={upload_file: max_body_bytes(settings.files.max_direct_upload_bytes)},
     )
     app.add_middleware(MetricsMiddleware)
-    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(auth_router, prefix="/v1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -180,6 +181,9 @@ class ApiSettings(BaseModel):
     workers: int = Field(1, ge=1, le=64)
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Peers (addresses or CIDRs) whose `X-Request-ID` is trusted. Empty: a sane id is kept from
+    # any caller (it is a correlation id, not a credential); set: kept from these peers only.
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
 
 
 class WorkerSettings(BaseModel):

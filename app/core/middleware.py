@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,11 +21,19 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-class RequestIdMiddleware:
-    """Keep the caller's `X-Request-ID` when sane, else make one; echo it and expose it to logs."""
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class RequestIdMiddleware:
+    """Keep the caller's `X-Request-ID` when sane (and, with `trusted_proxies`, sent by one of
+    them), else make one; echo it and expose it to logs.
+
+    Mounted outside Starlette's `ServerErrorMiddleware` (`main.TaskgateAPI`), so the id is still
+    set while a 500 is rendered, and that response carries it too."""
+
+    def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[Network] = ()) -> None:
         self.app = app
+        self.trusted_proxies = tuple(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,7 +47,10 @@ class RequestIdMiddleware:
             ),
             "",
         )
-        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else new_request_id()
+        keep = bool(incoming) and _SANE_REQUEST_ID.match(incoming) is not None
+        if keep and self.trusted_proxies:
+            keep = _peer_in(scope, self.trusted_proxies)
+        request_id = incoming if keep else new_request_id()
         token = request_id_var.set(request_id)
 
         async def send_with_id(message: Message) -> None:
@@ -110,6 +122,18 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, receive_within_limit, send)
+
+
+def _peer_in(scope: Scope, networks: Sequence[Network]) -> bool:
+    """Whether the connection's peer address is in one of `networks`."""
+    client = scope.get("client")
+    if not client:
+        return False
+    try:
+        peer = ipaddress.ip_address(client[0])
+    except ValueError:  # a Unix socket's path, or no address at all
+        return False
+    return any(peer in network for network in networks)
 
 
 def _content_length(scope: Scope) -> int | None:
