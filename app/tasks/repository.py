@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, case, func, null, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
@@ -16,6 +16,18 @@ from app.tasks.models import Priority, Task, TaskStatus
 
 # Woken listeners: `GET /tasks/{id}?wait=` long-polls block on this channel (LISTEN/NOTIFY).
 FINISHED_CHANNEL = "taskgate_task_finished"
+
+
+class Claimed(NamedTuple):
+    """A task claimed for publishing: what its job's message needs."""
+
+    id: uuid.UUID
+    project_id: uuid.UUID
+    type: str
+    priority: Priority
+    timeout_s: int
+    attempt: int
+    request_id: str | None
 
 
 class TaskRepository:
@@ -182,7 +194,7 @@ class TaskRepository:
         stale_before: datetime,
         redispatch_priorities: Sequence[Priority],
         limit: int,
-    ) -> Sequence[tuple[uuid.UUID, Priority, int]]:
+    ) -> Sequence[Claimed]:
         """Due queued tasks never published, or published long ago (lost) on an empty queue."""
         stale = and_(
             Task.dispatched_at < stale_before,
@@ -203,11 +215,22 @@ class TaskRepository:
             update(Task)
             .where(Task.id.in_(due.scalar_subquery()))
             .values(dispatched_at=now)
-            .returning(Task.id, Task.priority, Task.timeout_s)
+            .returning(
+                Task.id,
+                Task.project_id,
+                Task.type,
+                Task.priority,
+                Task.timeout_s,
+                Task.attempt,
+                Task.request_id,
+            )
             .execution_options(synchronize_session=False, populate_existing=True)
         )
         rows = (await self.session.execute(statement)).all()
-        return [(row[0], Priority(row[1]), row[2]) for row in rows]
+        return [
+            Claimed(row[0], row[1], row[2], Priority(row[3]), row[4], row[5], row[6])
+            for row in rows
+        ]
 
     async def expire_results(
         self, *, finished_before: datetime, limit: int

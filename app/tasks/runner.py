@@ -14,7 +14,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import TaskSettings
-from app.core.context import project_id_var, task_id_var
+from app.core.context import project_id_var, request_id_var, task_id_var
 from app.core.db import transaction
 from app.core.types import check_storable_json
 from app.files import service as file_service
@@ -47,15 +47,17 @@ async def execute(
     limits: TaskSettings,
     worker: str,
     storage: Storage,
-) -> None:
-    """Run one attempt of a task. Safe to receive twice: only one worker can lease it."""
+) -> Outcome | None:
+    """Run one attempt of a task; return how it ended (None: nothing to lease). Safe to receive
+    twice: only one worker can lease it."""
     task = await grouped.lease(sessionmaker, task_id, worker=worker, lease_s=limits.lease_s)
     if task is None:
         log.info("nothing to lease", extra={"task_id": str(task_id)})
-        return  # leased elsewhere, finished, canceled or not due: ack and do nothing
-    task_token, project_token = (
+        return None  # leased elsewhere, finished, canceled or not due: ack and do nothing
+    task_token, project_token, request_token = (
         task_id_var.set(str(task.id)),
         project_id_var.set(str(task.project_id)),
+        request_id_var.set(request_id_var.get() or task.request_id),  # the message's, or the row's
     )
     started = time.monotonic()
     try:
@@ -76,9 +78,11 @@ async def execute(
                 "duration_ms": duration_ms,
             },
         )
+        return outcome
     finally:
         task_id_var.reset(task_token)
         project_id_var.reset(project_token)
+        request_id_var.reset(request_token)
 
 
 async def execute_all(
@@ -89,7 +93,7 @@ async def execute_all(
     limits: TaskSettings,
     worker: str,
     storage: Storage,
-) -> None:
+) -> list[Outcome | None]:
     """Run one attempt of each task at once (a job that carries several tasks); their leases
     and successes are grouped (`grouped.py`). Raises the first error once every attempt ended."""
     attempts = [
@@ -99,12 +103,12 @@ async def execute_all(
         for task_id in task_ids
     ]
     if len(attempts) == 1:  # the usual job: no task around it
-        await attempts[0]
-        return
+        return [await attempts[0]]
     outcomes = await asyncio.gather(*attempts, return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+    return [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
 
 
 async def _run_leased(

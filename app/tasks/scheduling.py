@@ -6,7 +6,6 @@ that is now empty (Redis flushed or restarted: the message was lost, not merely 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -17,7 +16,7 @@ from app.core.scheduling import StepContext
 from app.tasks.dispatch import dispatch
 from app.tasks.models import Priority, Task, TaskStatus
 from app.tasks.recording import record
-from app.tasks.repository import TaskRepository
+from app.tasks.repository import Claimed, TaskRepository
 from app.worker import enqueue
 
 
@@ -45,8 +44,8 @@ async def scheduler_step(context: StepContext) -> dict[str, int]:
                     redispatch_priorities=again,
                     limit=limit,
                 )
-                for task_id, priority, timeout_s in claimed:
-                    dispatch(session, task_id, priority=priority, timeout_s=timeout_s)
+                for task in claimed:
+                    dispatch(session, task)
         published, failed = sent.sent, sent.refused
     return {"promoted": promoted, "reaped": len(reaped), "published": published, "failed": failed}
 
@@ -75,7 +74,7 @@ async def claim_for_dispatch(
     redispatch_after_s: float,
     redispatch_priorities: Sequence[Priority],
     limit: int,
-) -> Sequence[tuple[uuid.UUID, Priority, int]]:
+) -> Sequence[Claimed]:
     now = utc_now()
     return await TaskRepository(session).claim_for_dispatch(
         now=now,

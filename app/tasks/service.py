@@ -213,7 +213,7 @@ async def _submit_in_session(
         session, inserted, "task.created", actor=access.principal, data=_created_data(inserted)
     )
     if inserted.dispatched_at is not None:
-        dispatch(session, inserted.id, priority=inserted.priority, timeout_s=inserted.timeout_s)
+        dispatch(session, inserted)
     return inserted, True
 
 

@@ -27,9 +27,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.context import request_id_var
 from app.core.db import after_commit, sessionmaker_of, transaction
 from app.worker import wire
 from app.worker.names import BATCHED_JOBS, Job, Queue
+from app.worker.wire import Shown
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ class Message:
     args: tuple[str, ...]
     queue: Queue
     time_limit: int | None = None
+    # What Flower shows of the job, and the request that caused it (the `request_id` header).
+    shown: Shown | None = None
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class Publisher:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for message in pushed:
+                    shown = message.shown or _UNNAMED
                     pipe.lpush(
                         message.queue.value,
                         wire.task_message(
@@ -109,6 +115,10 @@ class Publisher:
                             message.args,
                             queue=message.queue.value,
                             time_limit=message.time_limit,
+                            task_id=shown.id,
+                            shadow=shown.name,
+                            argsrepr=shown.args,
+                            request_id=message.request_id,
                         ),
                     )
                 lengths = await pipe.execute()
@@ -187,14 +197,21 @@ class Publisher:
         await self.redis.aclose()
 
 
+_UNNAMED = Shown()
+
+
 def _joined(group: Sequence[Message]) -> Message:
-    """One message for the items of `group` (one job, one queue), with the longest time limit."""
+    """One message for the items of `group` (one job, one queue), with the longest time limit,
+    an id of its own, and the request id its items share (none if they differ)."""
     if len(group) == 1:
         return group[0]
     limits = [message.time_limit for message in group]
     longest = None if None in limits else max(limit for limit in limits if limit is not None)
     args = tuple(arg for message in group for arg in message.args)
-    return Message(group[0].job, args, group[0].queue, longest)
+    request_ids = {message.request_id for message in group}
+    request_id = request_ids.pop() if len(request_ids) == 1 else None
+    shown = wire.joined([message.shown for message in group])
+    return Message(group[0].job, args, group[0].queue, longest, shown, request_id)
 
 
 async def _hand_back(
@@ -281,14 +298,17 @@ def enqueue(
     queue: Queue,
     timeout_s: float | None = None,
     unsent: Unsent | None = None,
+    shown: Shown | None = None,
+    request_id: str | None = None,
 ) -> None:
     """Publish `job(*args)` on `queue` once the session's transaction commits.
 
     `timeout_s`: the job's own time box; Celery kills it `HARD_LIMIT_GRACE_S` later. `unsent`:
     called with what the broker refused (or all of it, when this process has no publisher), in
-    a transaction of its own, to leave the rows for the scheduler.
+    a transaction of its own, to leave the rows for the scheduler. `shown`: how Flower shows it.
+    `request_id`: the request that caused the job, for its log lines (default: the current one).
     """
-    item = _Pending(_message(job, args, queue, timeout_s), unsent)
+    item = _Pending(_message(job, args, queue, timeout_s, shown, request_id), unsent)
     batch: list[_Pending] | None = session.info.get(_PENDING_KEY)
     if batch is not None:
         batch.append(item)
@@ -306,9 +326,17 @@ def enqueue(
     after_commit(session, flush)
 
 
-def _message(job: Job, args: Sequence[str], queue: Queue, timeout_s: float | None) -> Message:
+def _message(
+    job: Job,
+    args: Sequence[str],
+    queue: Queue,
+    timeout_s: float | None,
+    shown: Shown | None,
+    request_id: str | None = None,
+) -> Message:
     time_limit = None if timeout_s is None else int(timeout_s) + HARD_LIMIT_GRACE_S
-    return Message(job, tuple(args), queue, time_limit)
+    request_id = request_id or request_id_var.get()
+    return Message(job, tuple(args), queue, time_limit, shown, request_id)
 
 
 def enqueue_committed(
@@ -319,10 +347,16 @@ def enqueue_committed(
     queue: Queue,
     timeout_s: float | None = None,
     unsent: Unsent | None = None,
+    shown_each: Sequence[Shown | None] | None = None,
 ) -> Awaitable[None] | None:
     """`enqueue` for rows already committed (a statement that committed by itself): one
-    `job(*args)` per item of `args_each`, published now, as `enqueue` would after a commit."""
-    batch = [_Pending(_message(job, args, queue, timeout_s), unsent) for args in args_each]
+    `job(*args)` per item of `args_each` (shown as the same item of `shown_each`), published
+    now, as `enqueue` would after a commit."""
+    shown = shown_each if shown_each is not None else [None] * len(args_each)
+    batch = [
+        _Pending(_message(job, args, queue, timeout_s, item_shown), unsent)
+        for args, item_shown in zip(args_each, shown, strict=True)
+    ]
     publisher = current()
     if publisher is None:
         return _hand_back(batch, [pending.message for pending in batch], sessionmaker)

@@ -8,6 +8,11 @@ restores it when its worker dies, and sends the same task events to Flower as fo
 
 What this skips: kombu's producer pool, its per-publish exchange lookup (a Redis round trip),
 and the `task-sent` event. Messages are built once per job and pipelined, many per round trip.
+
+What Flower and `celery inspect` show of a job is the publisher's to say: `shadow` (the name
+shown instead of the job's, such as a task's type), `argsrepr` (the args line shown instead of
+the arguments) and the Celery task `id`. `request_id`, a header of taskgate's own, is the
+`X-Request-ID` of the request that caused the job; the worker logs under it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import orjson
 
@@ -27,6 +33,27 @@ ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """How Flower and `celery inspect` show a job: under `name` (the `shadow` header; the job's
+    own name when None), as Celery task `id` (a new UUID when None), with the args line `args`
+    (the arguments' repr when None). Never a task's input: Flower shows this to operators."""
+
+    name: str | None = None
+    id: str | None = None
+    args: str | None = None
+
+
+def joined(shown: Sequence[Shown | None]) -> Shown | None:
+    """What a job carrying several items shows: its own id, the items' common name if they share
+    one, and an args line listing their names (`3 tasks: echo, echo, sleep`)."""
+    if not any(shown):
+        return None
+    names = [item.name if item is not None and item.name else "?" for item in shown]
+    common = names[0] if len(set(names)) == 1 and names[0] != "?" else None
+    return Shown(name=common, args=f"{len(names)} tasks: {', '.join(names)}")
+
+
 def task_message(
     name: str,
     args: Sequence[str],
@@ -34,6 +61,9 @@ def task_message(
     queue: str,
     time_limit: int | None,
     task_id: str | None = None,
+    shadow: str | None = None,
+    argsrepr: str | None = None,
+    request_id: str | None = None,
 ) -> bytes:
     """The bytes to `LPUSH` onto `queue` for one `name(*args)` job."""
     task_id = task_id or str(uuid.uuid4())
@@ -42,7 +72,7 @@ def task_message(
         "lang": "py",
         "task": name,
         "id": task_id,
-        "shadow": None,
+        "shadow": shadow,
         "eta": None,
         "expires": None,
         "group": None,
@@ -51,13 +81,14 @@ def task_message(
         "timelimit": [time_limit, None],
         "root_id": task_id,
         "parent_id": None,
-        "argsrepr": repr(tuple(args)),
+        "argsrepr": repr(tuple(args)) if argsrepr is None else argsrepr,
         "kwargsrepr": "{}",
         "origin": ORIGIN,
         "ignore_result": False,
         "replaced_task_nesting": 0,
         "stamped_headers": None,
         "stamps": {},
+        "request_id": request_id,
     }
     envelope = {
         "body": base64.b64encode(body).decode(),

@@ -10,7 +10,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from sqlalchemy import select
 
+from app.core.db import create_sessionmaker
+from app.events.models import Event
 from tests.platform import Platform
 from tests.support import free_port, wait_until
 
@@ -24,6 +27,14 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
     written, after the last newline, is left for the next read)."""
     *lines, _partial = path.read_text().split("\n")
     return [orjson.loads(line) for line in lines if line.strip()]
+
+
+async def _event_request_ids(platform: Platform, task_id: str) -> dict[str, str | None]:
+    async with create_sessionmaker(platform.engine)() as session:
+        rows = await session.execute(
+            select(Event.kind, Event.request_id).where(Event.subject_id == uuid.UUID(task_id))
+        )
+        return {row[0]: row[1] for row in rows}
 
 
 def _access_lines(path: Path, request_id: str) -> list[dict[str, Any]]:
@@ -82,7 +93,7 @@ class TestApiAccessLog:
 
 
 class TestStockCeleryWorkerLog:
-    async def test_celery_a_app_worker_writes_json_lines_with_the_task_s_ids(
+    async def test_celery_a_app_worker_writes_json_lines_with_the_task_s_and_request_s_ids(
         self, platform: Platform, tmp_path: Path
     ) -> None:
         hostname = f"stock-log-{free_port()}@localhost"
@@ -106,7 +117,15 @@ class TestStockCeleryWorkerLog:
             log_path=tmp_path / "celery.stdout",
             stderr_path=stderr,
         )
-        [task_id] = await platform.submit_many(1, {"type": "echo", "input": {"n": 1}})
+        request_id = f"worker-log-{uuid.uuid4().hex}"
+        async with httpx.AsyncClient(base_url=platform.base_url, timeout=30) as client:
+            response = await client.post(
+                f"/v1/projects/{platform.project_id}/tasks",
+                json={"type": "echo", "input": {"n": 1}},
+                headers={**platform.headers, "X-Request-ID": request_id},
+            )
+        assert response.status_code == 202, response.text
+        task_id = response.json()["id"]
 
         await platform.wait_terminal([task_id], timeout_s=60)
         wait_until(
@@ -120,12 +139,21 @@ class TestStockCeleryWorkerLog:
 
         entries = _json_lines(stderr)  # every line on stderr is one JSON object
         assert any(entry["logger"].startswith("celery") for entry in entries)
-        [attempt] = [
+        [attempt] = [  # (a message the scheduler published again may log "nothing to lease")
             entry
             for entry in entries
-            if entry.get("task_id") == task_id and entry["logger"] == "app.tasks.runner"
+            if entry.get("task_id") == task_id
+            and entry["logger"] == "app.tasks.runner"
+            and entry["message"].startswith("task attempt")
         ]
         assert attempt["level"] == "info"
         assert attempt["project_id"] == str(platform.project_id)
+        assert attempt["request_id"] == request_id  # the submit's, from the message's header
+        # The worker's events carry it too (the lease's, written before the row is read).
+        assert await _event_request_ids(platform, task_id) == {
+            "task.created": request_id,
+            "task.started": request_id,
+            "task.succeeded": request_id,
+        }
         assert (attempt["type"], attempt["attempt"], attempt["status"]) == ("echo", 1, "succeeded")
         assert "duration_ms" in attempt
