@@ -30,6 +30,7 @@ from app.files.exceptions import (
 from app.files.models import File, FileStatus
 from app.files.repository import FileRepository
 from app.files.schemas import DEFAULT_CONTENT_TYPE, FileCreate
+from app.files.staging import keys_of, promote, staging_key
 from app.files.storage import (
     READ_CHUNK_BYTES,
     ObjectMissing,
@@ -108,7 +109,7 @@ async def create_upload(
     _record(session, "file.created", file, actor=access.principal, content_type=data.content_type)
     try:  # in a thread: the first signature may fetch credentials (instance metadata)
         url = await asyncio.to_thread(
-            storage.upload_url, file.key, content_type=file.content_type, size=file.size
+            storage.upload_url, staging_key(file), content_type=file.content_type, size=file.size
         )
     except StorageError as exc:
         raise StorageUnavailable(str(exc)) from None
@@ -216,7 +217,7 @@ async def complete_upload(
         if file.task_id is not None:
             raise FileNotUploaded("a task is still writing this file")
         try:
-            found = await asyncio.to_thread(storage.head, file.key)
+            found = await asyncio.to_thread(promote, storage, file)
         except StorageError as exc:
             raise StorageUnavailable(str(exc)) from None
         if found is None:
@@ -263,7 +264,7 @@ async def delete_file(
     if deleted is None:
         raise FileNotFound()
     try:
-        await asyncio.to_thread(storage.delete, deleted.key)
+        await asyncio.to_thread(storage.delete_many, keys_of(deleted))
     except StorageError as exc:
         raise StorageUnavailable(str(exc)) from None
     _record(session, "file.deleted", deleted, actor=principal, reason="deleted")
@@ -343,7 +344,7 @@ async def resolve_for_task(
         return file
     if file.task_id is not None:
         raise FileNotUploaded(f"file {file_id} is still being written by another task")
-    found = await asyncio.to_thread(storage.head, file.key)
+    found = await asyncio.to_thread(promote, storage, file)
     if found is None or found.size != file.size:
         raise FileNotUploaded(f"file {file_id} was not uploaded (or not with its declared size)")
     ready = await repository.mark_ready(
@@ -438,7 +439,8 @@ async def delete_expired(
     Idempotent: if the commit fails, the next sweep deletes the same objects again harmlessly."""
     files = await FileRepository(session).delete_expired(now=now, limit=limit)
     if files:
-        await asyncio.to_thread(storage.delete_many, [file.key for file in files])
+        keys = [key for file in files for key in keys_of(file)]
+        await asyncio.to_thread(storage.delete_many, keys)
     for file in files:
         _record(session, "file.deleted", file, actor=None, reason="expired")
     return len(files)

@@ -20,6 +20,7 @@ from app.auth.models import User
 from app.core.config import Settings
 from app.core.db import utc_now
 from app.files.models import File, FileStatus
+from app.files.staging import keys_of
 from app.files.storage import Storage
 from app.main import create_app
 from app.projects.models import ApiKeyScope, Project, Role
@@ -195,6 +196,52 @@ class TestCompleteFile:
         assert kinds == ["file.created", "file.uploaded", "file.ready"]
         await app.state.publisher.drain()  # the API publishes after the response
         assert (await queued_digests(redis)).count(created["id"]) == 1
+
+    async def test_the_upload_url_cannot_replace_a_ready_files_bytes(
+        self,
+        client: httpx.AsyncClient,
+        http: httpx.AsyncClient,
+        db: async_sessionmaker[AsyncSession],
+        storage: Storage,
+        project: Project,
+        owner: User,
+    ) -> None:
+        headers = auth_headers(owner)
+        created = (await _announce(client, project, headers)).json()
+        await http.put(created["upload_url"], content=b"abc", headers=created["headers"])
+        ready = await client.post(f"/v1/files/{created['id']}/complete", headers=headers)
+
+        # The URL is still within its lifetime: same size, same type, other bytes.
+        again = await http.put(created["upload_url"], content=b"xyz", headers=created["headers"])
+
+        assert ready.status_code == 200
+        assert again.status_code == 200  # S3 takes it, but not as the file
+        assert (await http.get(ready.json()["download_url"])).content == b"abc"
+        async with db() as session:
+            file = await session.get_one(File, uuid.UUID(created["id"]))
+        assert await object_bytes(storage, file.key) == b"abc"
+
+    async def test_deleting_a_file_deletes_what_a_late_put_left(
+        self,
+        client: httpx.AsyncClient,
+        http: httpx.AsyncClient,
+        db: async_sessionmaker[AsyncSession],
+        storage: Storage,
+        project: Project,
+        owner: User,
+    ) -> None:
+        headers = auth_headers(owner)
+        created = (await _announce(client, project, headers)).json()
+        await http.put(created["upload_url"], content=b"abc", headers=created["headers"])
+        await client.post(f"/v1/files/{created['id']}/complete", headers=headers)
+        await http.put(created["upload_url"], content=b"xyz", headers=created["headers"])
+        async with db() as session:
+            file = await session.get_one(File, uuid.UUID(created["id"]))
+
+        deleted = await client.delete(f"/v1/files/{created['id']}", headers=headers)
+
+        assert deleted.status_code == 204
+        assert [await object_bytes(storage, key) for key in keys_of(file)] == [None, None]
 
     async def test_completing_before_the_upload_is_a_409(
         self, client: httpx.AsyncClient, project: Project, owner: User
