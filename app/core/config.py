@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from functools import lru_cache
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -241,6 +241,10 @@ class WebhookSettings(BaseModel):
     # `allow_loopback` allows 127.0.0.0/8 and ::1 only (what `taskgate dev` turns on).
     allow_private_targets: bool = False
     allow_loopback: bool = False
+    # Cloud instance-metadata addresses (169.254.169.254 and the like) stay refused even with
+    # `allow_private_targets`: a webhook there hands out the host's credentials. One listed here
+    # is allowed where `allow_private_targets` is on.
+    allowed_metadata_addresses: list[IPv4Address | IPv6Address] = Field(default_factory=list)
     # One attempt, from DNS resolution to the last byte read, never takes longer than this.
     timeout_s: float = Field(10.0, gt=0, le=60)
     response_max_bytes: int = Field(65_536, ge=1024, le=1_048_576)

@@ -14,7 +14,7 @@ from app.core.context import request_id_var
 
 REQUEST_ID_HEADER = "x-request-id"
 # A client's id is kept only if it is short and plain, so it is safe in logs and headers.
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # matched whole (fullmatch)
 
 
 def new_request_id() -> str:
@@ -47,7 +47,7 @@ class RequestIdMiddleware:
             ),
             "",
         )
-        keep = bool(incoming) and _SANE_REQUEST_ID.match(incoming) is not None
+        keep = bool(incoming) and _SANE_REQUEST_ID.fullmatch(incoming) is not None
         if keep and self.trusted_proxies:
             keep = _peer_in(scope, self.trusted_proxies)
         request_id = incoming if keep else new_request_id()

@@ -19,8 +19,9 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 _TCHARS = r"[A-Za-z0-9!#$&^_.+-]+"
 # `type/subtype` with optional `; name=value` parameters: safe to send back as a header.
+# Matched whole (`fullmatch`): `$` would let a trailing newline through, into a header.
 _CONTENT_TYPE = re.compile(
-    rf'^{_TCHARS}/{_TCHARS}(?:[ \t]*;[ \t]*{_TCHARS}=(?:{_TCHARS}|"[^"\\\x00-\x1f\x7f]*"))*$'
+    rf'{_TCHARS}/{_TCHARS}(?:[ \t]*;[ \t]*{_TCHARS}=(?:{_TCHARS}|"[^"\\\x00-\x1f\x7f]*"))*'
 )
 
 
@@ -30,14 +31,16 @@ def check_filename(value: str) -> str:
         raise ValueError(f"must be 1-{MAX_FILENAME_LENGTH} characters")
     if "/" in value or "\\" in value or value in (".", ".."):
         raise ValueError("must be a file name, not a path")
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
-        raise ValueError("must not contain control characters")
+    # Cf: format characters, invisible but reordering or hiding text (U+202E turns
+    # `txt.exe` into what reads as `exe.txt`; zero-width spaces make look-alike names).
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs") for char in value):
+        raise ValueError("must not contain control or invisible formatting characters")
     return value
 
 
 def check_content_type(value: str) -> str:
     """A media type such as `text/csv` or `text/csv; charset=utf-8`."""
-    if len(value) > MAX_CONTENT_TYPE_LENGTH or not _CONTENT_TYPE.match(value):
+    if len(value) > MAX_CONTENT_TYPE_LENGTH or not _CONTENT_TYPE.fullmatch(value):
         raise ValueError("must be a media type such as `image/png` or `text/csv; charset=utf-8`")
     return value
 

@@ -31,9 +31,9 @@ _LOCALHOST_NAMES = frozenset(
     {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 )
 # WHATWG: a host whose last label is a number is an IPv4 address; we accept only a.b.c.d.
-_NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
+_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")  # both matched whole (fullmatch)
 _DOTTED_QUAD = re.compile(
-    r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$"
+    r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}"
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # IANA special-purpose ranges that not every Python version counts as non-global.
@@ -58,6 +58,19 @@ _SPECIAL_PURPOSE = tuple(
     )
 )
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+# Instance-metadata services of the clouds (credentials of the host's role): refused even where
+# private targets are allowed, unless listed in `webhooks.allowed_metadata_addresses`.
+METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
+    ipaddress.ip_address(address)
+    for address in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle
+        "169.254.170.2",  # AWS ECS task credentials
+        "169.254.170.23",  # AWS EKS pod identity
+        "fd00:ec2::254",  # AWS over IPv6
+        "fd00:ec2::23",  # AWS EKS pod identity over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+    )
+)
 
 
 class TargetError(Exception):
@@ -76,11 +89,14 @@ class UnresolvableTarget(TargetError):
 class TargetPolicy:
     allow_private: bool = False
     allow_loopback: bool = False
+    allowed_metadata: frozenset[IPAddress] = frozenset()
 
     @classmethod
     def of(cls, settings: WebhookSettings) -> TargetPolicy:
         return cls(
-            allow_private=settings.allow_private_targets, allow_loopback=settings.allow_loopback
+            allow_private=settings.allow_private_targets,
+            allow_loopback=settings.allow_loopback,
+            allowed_metadata=frozenset(settings.allowed_metadata_addresses),
         )
 
 
@@ -145,8 +161,8 @@ def _literal_address(name: str) -> IPAddress | None:
             return ipaddress.IPv6Address(name)
         except ValueError:
             raise RefusedTarget(f"{name} is not a valid IPv6 address") from None
-    if _NUMERIC_LABEL.match(name.rsplit(".", 1)[-1]):
-        if not _DOTTED_QUAD.match(name):
+    if _NUMERIC_LABEL.fullmatch(name.rsplit(".", 1)[-1]):
+        if not _DOTTED_QUAD.fullmatch(name):
             raise RefusedTarget(
                 f"{name} is not a plain IPv4 address: write it as four decimal numbers, a.b.c.d"
             )
@@ -174,6 +190,8 @@ def refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
         return "is the broadcast address"
     if address.is_loopback:
         return None if policy.allow_loopback or policy.allow_private else "is a loopback address"
+    if address in METADATA_ADDRESSES and address not in policy.allowed_metadata:
+        return "is a cloud instance-metadata address"
     if policy.allow_private:
         return None
     if address.is_link_local:

@@ -16,7 +16,21 @@ class TestFilename:
         assert check_filename(name) == name
 
     @pytest.mark.parametrize(
-        "name", ["", "x" * 256, "a/b", "..\\x", ".", "..", "nul\x00.txt", "tab\t.txt", "\x7f"]
+        "name",
+        [
+            "",
+            "x" * 256,
+            "a/b",
+            "..\\x",
+            ".",
+            "..",
+            "nul\x00.txt",
+            "tab\t.txt",
+            "\x7f",
+            "invoice\u202etxt.exe",  # right-to-left override: reads as invoiceexe.txt
+            "pay\u200broll.csv",  # zero-width space: a look-alike of payroll.csv
+            "\ufeffreport.pdf",  # byte order mark
+        ],
     )
     def test_paths_control_characters_and_oversize_names_are_refused(self, name: str) -> None:
         with pytest.raises(ValueError, match="must"):
@@ -32,7 +46,17 @@ class TestContentType:
         assert check_content_type(value) == value
 
     @pytest.mark.parametrize(
-        "value", ["", "png", "text/", "text/csv\r\nX-Evil: 1", "a/b\x00", "a/b; c", "x" * 300]
+        "value",
+        [
+            "",
+            "png",
+            "text/",
+            "text/csv\r\nX-Evil: 1",
+            "image/png\n",  # `$` would take it: matched whole, it is refused
+            "a/b\x00",
+            "a/b; c",
+            "x" * 300,
+        ],
     )
     def test_anything_unsafe_as_a_header_is_refused(self, value: str) -> None:
         with pytest.raises(ValueError, match="media type"):

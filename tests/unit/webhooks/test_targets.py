@@ -149,6 +149,31 @@ class TestHostileUrlsAreRefused:
             await check(url, PRIVATE)
 
 
+class TestMetadataAddresses:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://169.254.170.2/v2/credentials",
+            "http://[fd00:ec2::254]/latest/meta-data/",
+            "http://100.100.100.200/latest/meta-data/",
+        ],
+    )
+    async def test_they_stay_refused_where_private_targets_are_allowed(self, url: str) -> None:
+        with pytest.raises(RefusedTarget, match="instance-metadata"):
+            await check(url, PRIVATE)
+
+    async def test_one_listed_is_allowed_with_private_targets(self) -> None:
+        listed = TargetPolicy(
+            allow_private=True,
+            allowed_metadata=frozenset({ipaddress.ip_address("169.254.169.254")}),
+        )
+
+        assert await check("http://169.254.169.254/", listed) == "169.254.169.254"
+        with pytest.raises(RefusedTarget):
+            await check("http://169.254.169.254/", STRICT)
+
+
 class TestAllowedTargets:
     @pytest.mark.parametrize(
         ("url", "address"),
