@@ -236,15 +236,15 @@ async def resolve(
             try:
                 address = ipaddress.ip_address(text)
             except ValueError:
-                raise RefusedTarget(f"{target.host} resolves to {text!r}, not an address") from None
+                raise RefusedTarget(f"{target.host} does not resolve to an address") from None
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
             raise UnresolvableTarget(f"{target.host} resolves to no address")
-        for address in addresses:
-            reason = refusal(address, policy)
-            if reason is not None:
-                raise RefusedTarget(f"{target.host} resolves to {address}, which {reason}")
+        # Never which address, nor what kind: the answer would tell an admin what names of the
+        # network the workers run in point at (a DNS oracle through `last_error`).
+        if any(refusal(address, policy) is not None for address in addresses):
+            raise RefusedTarget(f"{target.host} resolves to an address webhooks may not reach")
     address = addresses[0]
     named = target.address is None
     return Target(
