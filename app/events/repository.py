@@ -26,9 +26,13 @@ class EventRepository:
         since: datetime | None,
         after: KeysetCursor | None,
         limit: int,
+        hidden_prefixes: Sequence[str] = (),
     ) -> Sequence[Event]:
-        """Newest first, `limit` rows after the cursor `after`."""
+        """Newest first, `limit` rows after the cursor `after`; no kind that starts with one of
+        `hidden_prefixes`."""
         query = select(Event).where(Event.project_id == project_id)
+        for prefix in hidden_prefixes:
+            query = query.where(Event.kind.not_like(f"{prefix}%"))
         if kind is not None:
             query = query.where(Event.kind == kind)
         if subject_id is not None:

@@ -16,6 +16,7 @@ from app.events import service as event_service
 from app.events.schemas import EventRead
 from app.projects.dependencies import ViewerAccess
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
+from app.projects.models import ROLE_RANK, Role
 
 router = APIRouter(tags=["events"])
 
@@ -44,9 +45,11 @@ async def list_events(
     cursor: CursorQuery = None,
 ) -> Page[EventRead]:
     """The project's audit log, newest first: who (`actor`) did what (`kind`) to which object
-    (`subject_id`), with the request id. Any member can read it."""
+    (`subject_id`), with the request id. Any member can read it; `webhook.*` events (receivers'
+    URLs and answers) only admins and owners."""
     events, next_cursor = await event_service.list_events(
         session,
+        admin=ROLE_RANK[access.role] >= ROLE_RANK[Role.admin],
         project_id=access.project_id,
         kind=kind,
         subject_id=subject_id,

@@ -135,6 +135,11 @@ def record(
     return event
 
 
+# Webhook events name the receivers' URLs and what they answered: for admins and owners, who
+# manage the endpoints, not for every member of the project.
+ADMIN_ONLY_KINDS = ("webhook.",)
+
+
 async def list_events(
     session: AsyncSession,
     *,
@@ -144,8 +149,10 @@ async def list_events(
     since: datetime | None = None,
     limit: int,
     cursor: str | None = None,
+    admin: bool = False,
 ) -> tuple[list[Event], str | None]:
-    """A page of the project's events, newest first (callers check the role)."""
+    """A page of the project's events, newest first (callers check the role); the kinds of
+    `ADMIN_ONLY_KINDS` only for `admin`."""
     rows = await EventRepository(session).list_for_project(
         project_id,
         kind=kind,
@@ -153,5 +160,6 @@ async def list_events(
         since=since,
         after=decode_keyset(cursor),
         limit=limit + 1,
+        hidden_prefixes=() if admin else ADMIN_ONLY_KINDS,
     )
     return page_of(rows, limit=limit, position=lambda event: keyset(event.at, event.id))

@@ -183,6 +183,37 @@ class TestListEvents:
 
         assert by_viewer.status_code == by_key.status_code == 200
 
+    async def test_webhook_events_are_for_admins_and_owners_only(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        owner = await make_user(session)
+        project = await make_project(session, owner=owner)
+        viewer, member, admin = [await make_user(session) for _ in range(3)]
+        await add_member(session, project, viewer, Role.viewer)
+        await add_member(session, project, member, Role.member)
+        await add_member(session, project, admin, Role.admin)
+        _, read_key = await make_api_key(session, project, scopes=["read"])
+        for kind in ("task.created", "webhook.delivery_failed", "webhook.endpoint_created"):
+            event_service.record(
+                session, kind, project_id=project.id, subject_id=uuid.uuid4(), actor=None
+            )
+        await session.flush()
+        url = f"/v1/projects/{project.id}/events"
+
+        def kinds(response: httpx.Response) -> set[str]:
+            return {item["kind"] for item in response.json()["items"]}
+
+        for caller in (viewer, member, read_key):
+            seen = await client.get(url, headers=auth_headers(caller))
+            asked = await client.get(
+                url, params={"kind": "webhook.delivery_failed"}, headers=auth_headers(caller)
+            )
+            assert kinds(seen) == {"task.created"}
+            assert asked.json()["items"] == []
+        for caller in (admin, owner):
+            seen = await client.get(url, headers=auth_headers(caller))
+            assert kinds(seen) >= {"webhook.delivery_failed", "webhook.endpoint_created"}
+
     @pytest.mark.parametrize(
         ("params", "status"),
         [
