@@ -13,6 +13,7 @@ from app.core.config import get_settings
 from app.core.logging import configure_logging
 from app.projects.cli import keys, projects
 from app.tasks.cli import tasks
+from app.webhooks.cli import webhooks
 
 cli = typer.Typer(
     name="taskgate",
@@ -159,6 +160,7 @@ cli.add_typer(users, name="users")
 cli.add_typer(projects, name="projects")
 cli.add_typer(keys, name="keys")
 cli.add_typer(tasks, name="tasks")
+cli.add_typer(webhooks, name="webhooks")
 
 
 def main() -> None:

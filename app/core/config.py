@@ -72,6 +72,10 @@ _KEY_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 _MIN_SECRET_BYTES = 32
 
 
+# Short: a sealed secret (`v1.<kid>.<nonce>.<ciphertext>`) fits the 128 characters it is stored in.
+_SEALING_KEY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,16}$"
+
+
 def _check_secret(name: str, secret: SecretStr) -> None:
     if len(secret.get_secret_value().encode()) < _MIN_SECRET_BYTES:
         raise ValueError(f"TASKGATE_SECURITY__{name} must be at least {_MIN_SECRET_BYTES} bytes")
@@ -256,6 +260,13 @@ class WebhookSettings(BaseModel):
     )
     # After `rotate-secret`, the old secret keeps signing (a second signature) this long.
     secret_grace_s: float = Field(86_400.0, ge=0, le=30 * 86_400)
+    # Endpoints' signing secrets are stored sealed (AES-256-GCM) under this key (>= 32 random
+    # bytes), named by `secret_key_id`. Rotation: the previous key still opens what it sealed
+    # until `taskgate webhooks reseal` has sealed everything under the current one.
+    secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+    secret_key_id: str = Field("k1", pattern=_SEALING_KEY_ID_PATTERN)
+    previous_secret_key: SecretStr | None = None
+    previous_secret_key_id: str | None = Field(None, pattern=_SEALING_KEY_ID_PATTERN)
     # Deliveries in flight per endpoint (1 while the endpoint is failing).
     endpoint_concurrency: int = Field(4, ge=1, le=64)
     # An endpoint whose deliveries have failed without a success for this long is disabled.
@@ -265,6 +276,23 @@ class WebhookSettings(BaseModel):
     # A published delivery not started this long ago is published again if its queue is empty.
     redispatch_after_s: float = Field(30.0, ge=1)
     max_endpoints_per_project: int = Field(20, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _usable_sealing_keys(self) -> Self:
+        if len(self.secret_key.get_secret_value().encode()) < _MIN_SECRET_BYTES:
+            raise ValueError(
+                f"TASKGATE_WEBHOOKS__SECRET_KEY must be at least {_MIN_SECRET_BYTES} bytes"
+            )
+        if (self.previous_secret_key is None) != (self.previous_secret_key_id is None):
+            raise ValueError("previous_secret_key and previous_secret_key_id go together")
+        if self.previous_secret_key_id == self.secret_key_id:
+            raise ValueError("previous_secret_key_id must differ from secret_key_id")
+        return self
+
+    def check_deployable(self) -> None:
+        """Raise `ValueError` if the placeholder sealing key is in use (outside local/test)."""
+        if self.secret_key.get_secret_value() == PLACEHOLDER_SECRET:
+            raise ValueError("TASKGATE_WEBHOOKS__SECRET_KEY must be set outside local/test")
 
     @field_validator("retry_schedule_s")
     @classmethod
@@ -360,6 +388,7 @@ class Settings(BaseSettings):
     def _no_placeholders_in_production(self) -> Self:
         if self.env not in (Environment.local, Environment.test):
             self.security.check_deployable()
+            self.webhooks.check_deployable()
         return self
 
 

@@ -16,6 +16,7 @@ from app.core.db import utc_now
 from app.events import service as event_service
 from app.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks.repository import DeliveryRepository, EndpointRepository
+from app.webhooks.sealing import unseal
 from app.webhooks.sender import Outcome
 
 # Statuses whose `Retry-After` sets the next attempt instead of the schedule.
@@ -53,11 +54,16 @@ class Claim:
     request_id: str | None
 
 
-def signing_secrets(endpoint: WebhookEndpoint, *, now: datetime) -> tuple[str, ...]:
+def signing_secrets(
+    endpoint: WebhookEndpoint, *, now: datetime, settings: WebhookSettings
+) -> tuple[str, ...]:
+    """The secrets that sign a delivery now, unsealed: the current one, then the previous one
+    while its grace period lasts."""
+    current = unseal(endpoint.secret, settings)
     expires = endpoint.previous_secret_expires_at
     if endpoint.previous_secret and expires is not None and expires > now:
-        return endpoint.secret, endpoint.previous_secret
-    return (endpoint.secret,)
+        return current, unseal(endpoint.previous_secret, settings)
+    return (current,)
 
 
 async def claim(
@@ -110,7 +116,7 @@ async def claim(
         attempt=delivery.attempt,
         schedule_start_attempt=delivery.schedule_start_attempt,
         url=endpoint.url,
-        secrets=signing_secrets(endpoint, now=now),
+        secrets=signing_secrets(endpoint, now=now, settings=settings),
         payload=delivery.payload,
         request_id=delivery.request_id,
     )

@@ -38,6 +38,7 @@ from app.webhooks.exceptions import (
 from app.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks.repository import DeliveryRepository, EndpointRepository
 from app.webhooks.schemas import WebhookCreate, WebhookUpdate
+from app.webhooks.sealing import seal
 from app.webhooks.signing import new_secret
 from app.worker import enqueue
 
@@ -96,7 +97,7 @@ async def create_endpoint(
         url=url,
         description=data.description,
         event_kinds=data.events,
-        secret=secret,
+        secret=seal(secret, settings),
         enabled=True,
         created_by=access.user_id,
         created_at=utc_now(),
@@ -239,7 +240,7 @@ async def rotate_secret(
     rotated = await EndpointRepository(session).update(
         endpoint.id,
         WebhookEndpoint.secret == endpoint.secret,  # two rotations at once: one wins
-        secret=secret,
+        secret=seal(secret, settings),
         previous_secret=endpoint.secret if keep_old else None,
         previous_secret_expires_at=expires if keep_old else None,
     )

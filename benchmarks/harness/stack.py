@@ -112,6 +112,7 @@ class Taskgate:
             "TASKGATE_ENV": "production",
             "TASKGATE_SECURITY__JWT_SECRET": secrets.token_urlsafe(48),
             "TASKGATE_SECURITY__API_KEY_PEPPER": secrets.token_urlsafe(48),
+            "TASKGATE_WEBHOOKS__SECRET_KEY": secrets.token_urlsafe(48),
             # The webhook receiver is the harness itself on 127.0.0.1; private networks stay refused.
             "TASKGATE_WEBHOOKS__ALLOW_LOOPBACK": "true",
             **self.overrides,

@@ -11,9 +11,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import User
+from app.core.config import Settings
 from app.core.db import utc_now
 from app.projects.models import Project, Role
 from app.webhooks.models import DeliveryState
+from app.webhooks.sealing import is_sealed, unseal
 from tests.factories import add_member, auth_headers, make_api_key, make_project, make_user
 from tests.integration.webhooks.conftest import (
     deliveries_of,
@@ -336,6 +338,7 @@ class TestRotateSecret:
         client: httpx.AsyncClient,
         db: async_sessionmaker[AsyncSession],
         owner_and_project: tuple[User, Project],
+        settings: Settings,
     ) -> None:
         owner, project = owner_and_project
         created = (await create(client, owner, project)).json()
@@ -349,7 +352,15 @@ class TestRotateSecret:
         assert body["secret"].startswith("whsec_")
         assert body["secret"] != created["secret"]
         endpoint = await reload_endpoint(db, uuid.UUID(created["id"]))
-        assert (endpoint.secret, endpoint.previous_secret) == (body["secret"], created["secret"])
+        assert endpoint.previous_secret is not None
+        stored = (endpoint.secret, endpoint.previous_secret)
+        assert all(is_sealed(value) for value in stored)  # the database holds no secret
+        assert body["secret"] not in stored
+        assert created["secret"] not in stored
+        assert [unseal(value, settings.webhooks) for value in stored] == [
+            body["secret"],
+            created["secret"],
+        ]
         assert endpoint.previous_secret_expires_at is not None
         grace = endpoint.previous_secret_expires_at - utc_now()
         assert timedelta(hours=23) < grace <= timedelta(hours=24)

@@ -74,6 +74,7 @@ class TestPlaceholdersOutsideLocal:
                 "jwt_private_key": private,
                 "api_key_pepper": STRONG,
             },
+            webhooks={"secret_key": STRONG},
         )
 
         assert settings.security.jwt_algorithm == "EdDSA"

@@ -30,10 +30,22 @@ class TestSettings:
 
     def test_production_accepts_a_long_random_secret(self) -> None:
         settings = Settings(
-            env="production", security={"jwt_secret": "x" * 48, "api_key_pepper": "y" * 48}
+            env="production",
+            security={"jwt_secret": "x" * 48, "api_key_pepper": "y" * 48},
+            webhooks={"secret_key": "z" * 48},
         )
 
         assert settings.security.jwt_secret.get_secret_value() != PLACEHOLDER_SECRET
+
+    def test_production_refuses_the_placeholder_webhook_sealing_key(self) -> None:
+        with pytest.raises(ValidationError, match="WEBHOOKS__SECRET_KEY must be set"):
+            Settings(
+                env="production", security={"jwt_secret": "x" * 48, "api_key_pepper": "y" * 48}
+            )
+
+    def test_a_short_webhook_sealing_key_is_refused(self) -> None:
+        with pytest.raises(ValidationError, match="SECRET_KEY must be at least 32 bytes"):
+            Settings(webhooks={"secret_key": "short"})
 
     def test_verifying_postgres_tls_needs_a_ca_bundle(self) -> None:
         with pytest.raises(ValidationError, match="needs ssl_ca_file"):
