@@ -11,6 +11,7 @@ import typer
 from app.auth.cli import users
 from app.core.config import get_settings
 from app.core.logging import configure_logging
+from app.core.multiprocess import share_metrics_dir
 from app.projects.cli import keys, projects
 from app.tasks.cli import tasks
 from app.webhooks.cli import webhooks
@@ -42,6 +43,8 @@ def api(
 
     settings = get_settings()
     _configure_logging()
+    # Every uvicorn process and the workers of this host write their metrics there.
+    share_metrics_dir(settings.metrics, fresh=True)
     uvicorn.run(
         "app.main:create_app_from_env",
         factory=True,
@@ -76,6 +79,8 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Worker node name (name@host).")] = None,
 ) -> None:
     """Run a Celery worker on the priority queues (`TASKGATE_WORKER__POOL`, `…__CONCURRENCY`)."""
+    # Before anything imports prometheus_client: its pool processes inherit the directory.
+    share_metrics_dir(get_settings().metrics)
     from app import wiring
     from app.worker.celery_app import celery_app
 
@@ -87,6 +92,10 @@ def worker(
     get_settings.cache_clear()
     settings = get_settings()
     _configure_logging()
+    if settings.metrics.worker_port is not None:  # a host without an API process to scrape
+        from app.core.exposition import serve_host_metrics
+
+        serve_host_metrics(settings.metrics.worker_host, settings.metrics.worker_port)
     argv = [
         "worker",
         f"--concurrency={settings.worker.concurrency}",
@@ -106,6 +115,7 @@ def scheduler() -> None:
     """Run the scheduler: dispatches due and lost tasks, promotes retries, reaps expired leases."""
     import asyncio
 
+    share_metrics_dir(get_settings().metrics)  # its database pool's figures
     from app.worker.scheduler import run_scheduler
 
     _configure_logging()

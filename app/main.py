@@ -16,7 +16,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import PROBLEM_OPENAPI_SCHEMA, PayloadTooLarge, install_error_handlers
 from app.core.logging import configure_logging
-from app.core.metrics import MetricsMiddleware
+from app.core.metrics import MetricsMiddleware, watch_pool
 from app.core.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from app.core.redis import create_redis
 from app.events.router import router as events_router
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database)
+        watch_pool(engine, "api")
         redis = create_redis(settings.redis)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)

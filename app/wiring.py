@@ -50,6 +50,7 @@ def wire_workers() -> None:
     """Celery worker processes wire themselves before their first job (the worker entry points:
     `taskgate worker`, `celery -A app worker`). Imported here, not at the top: the API and the
     scheduler never load Celery."""
-    from app.worker import runtime
+    from app.worker import metrics, runtime
 
+    metrics.count_jobs()
     runtime.on_process_start(functools.partial(wire_process, background=False))

@@ -82,9 +82,11 @@ def settings(stack: StackUrls, database_url: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def process_env(settings: Settings) -> dict[str, str]:
-    """Environment for child processes (API, workers) that points them at this session's engines."""
-    return {**os.environ, **settings_env(settings)}
+def process_env(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for child processes (API, workers) that points them at this session's engines
+    and a metrics directory of its own."""
+    metrics_dir = str(tmp_path_factory.mktemp("metrics"))
+    return {**os.environ, **settings_env(settings), "TASKGATE_METRICS__DIR": metrics_dir}
 
 
 @pytest.fixture(scope="session")
@@ -184,7 +186,8 @@ async def platform(
     """The API and the scheduler running as processes, and a project with a write API key."""
     platform = Platform(
         processes=processes,
-        env={**process_env, **FAST_SETTINGS},
+        # Its own metrics directory: what a test scrapes is what its processes recorded.
+        env={**process_env, **FAST_SETTINGS, "TASKGATE_METRICS__DIR": str(tmp_path / "metrics")},
         logs=tmp_path,
         celery=celery_control,
         engine=engine,

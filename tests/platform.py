@@ -74,7 +74,7 @@ class Platform:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    def start_api(self) -> None:
+    def start_api(self, *, workers: int = 1) -> None:
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self.api = self.processes.start_python(
@@ -83,6 +83,8 @@ class Platform:
             "api",
             "--port",
             str(port),
+            "--workers",
+            str(workers),
             env=self.env,
             log_path=self.logs / "api.log",
         )

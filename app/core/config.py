@@ -358,6 +358,20 @@ class HealthSettings(BaseModel):
     check_timeout_s: float = Field(2.0, gt=0, le=30)
 
 
+class MetricsSettings(BaseModel):
+    """Where the processes of one host write their metrics (prometheus_client's multiprocess
+    mode, `core/multiprocess.py`) and how long a scrape waits for the broker."""
+
+    # Shared by `taskgate api`, `worker` and `scheduler` on one host: the API's `/metrics` sums
+    # them all. None: `taskgate-metrics` in the system's temporary directory.
+    dir: Path | None = None
+    # The queue depths are read from the broker at scrape time; past this they are left out.
+    queue_depth_timeout_s: float = Field(0.5, gt=0, le=10)
+    # A worker on a host (pod) without an API process serves its host's metrics on this port.
+    worker_port: int | None = Field(None, ge=1, le=65535)
+    worker_host: str = "127.0.0.1"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TASKGATE_", env_nested_delimiter="__", extra="ignore", frozen=True
@@ -375,6 +389,7 @@ class Settings(BaseSettings):
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     projects: ProjectDefaults = Field(default_factory=ProjectDefaults)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from app.core.multiprocess import wipe
 from app.devstack.errors import EngineError
 from app.devstack.stack import DevStack, StackUrls
 from app.devstack.supervisor import ChildSpec, Supervisor
@@ -22,6 +23,7 @@ _MIGRATE_TIMEOUT_S = 300.0
 _POLL_INTERVAL_S = 0.5
 
 LOOPBACK_WEBHOOKS = "TASKGATE_WEBHOOKS__ALLOW_LOOPBACK"
+METRICS_DIR = "TASKGATE_METRICS__DIR"
 
 _SignalHandler = Callable[[int, FrameType | None], object] | int | None
 
@@ -48,6 +50,9 @@ def run_dev(
         child_env = dict(os.environ)
         # Webhooks to receivers on this machine (http://127.0.0.1:…); private networks stay refused.
         child_env.setdefault(LOOPBACK_WEBHOOKS, "true")
+        # One metrics directory for the API's and workers' processes, empty at each start.
+        child_env.setdefault(METRICS_DIR, str(data_dir / "metrics"))
+        wipe(Path(child_env[METRICS_DIR]))
         if stop_requested.is_set():
             return 0
         returncode = _migrate(child_env)
@@ -162,6 +167,7 @@ def _announce(
         f"  S3           {urls.s3_endpoint_url} (bucket {urls.s3_bucket})",
         f"  env file     {env_file}   (set -a; . {env_file}; set +a)",
         f"  data dir     {data_dir}",
+        f"  metrics      {api}/metrics   (every process of this platform)",
         "  webhooks     "
         + (
             f"loopback receivers allowed ({LOOPBACK_WEBHOOKS}=true; dev only)"

@@ -8,12 +8,14 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response, status
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from app.core import exposition
 from app.core.config import Settings
 from app.files import storage
+from app.worker.names import ALL_QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,13 @@ async def get_readiness(request: Request, response: Response) -> Readiness:
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=True)
-async def get_metrics() -> Response:
-    """Prometheus text exposition of this process's metrics (restrict by network in production)."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def get_metrics(request: Request) -> Response:
+    """Prometheus text exposition of the metrics of every taskgate process on this host (API,
+    workers, scheduler) and the broker's queue depths (restrict by network in production)."""
+    settings: Settings = request.app.state.settings
+    body = await exposition.scrape(
+        request.app.state.redis,
+        [queue.value for queue in ALL_QUEUES],
+        timeout_s=settings.metrics.queue_depth_timeout_s,
+    )
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

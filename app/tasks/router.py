@@ -28,6 +28,7 @@ from app.tasks.exceptions import (
     TaskNotFound,
     UnknownTaskType,
 )
+from app.tasks.metrics import record_submit
 from app.tasks.models import Task, TaskStatus
 from app.tasks.schemas import TaskRead, TaskSubmit, TaskTypeRead
 
@@ -100,7 +101,9 @@ async def submit_task(
         registry=registry,
         limits=settings.tasks,
     )
-    if not created:
+    if created:
+        record_submit(task)
+    else:
         response.status_code = status.HTTP_200_OK
     [read] = await _read([task], storage)
     return read

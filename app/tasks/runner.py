@@ -21,6 +21,7 @@ from app.files import service as file_service
 from app.files.storage import Storage, StorageError
 from app.files.taskfiles import TaskFiles
 from app.tasks import grouped, lifecycle
+from app.tasks.metrics import record_attempt
 from app.tasks.models import Task
 from app.tasktypes.base import TaskCanceled, TaskContext, TaskError
 from app.tasktypes.registry import Registry, TaskTypeNotRegistered
@@ -78,6 +79,7 @@ async def execute(
                 "duration_ms": duration_ms,
             },
         )
+        record_attempt(task, status=status, duration_s=duration_ms / 1000)
         return outcome
     finally:
         task_id_var.reset(task_token)

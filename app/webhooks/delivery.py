@@ -11,11 +11,13 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import __version__
+from app.core import metrics
 from app.core.config import WebhookSettings
 from app.core.context import project_id_var, request_id_var
 from app.core.db import transaction, utc_now
 from app.webhooks import attempts, outbox, sender, targets
 from app.webhooks.attempts import Claim, Skip
+from app.webhooks.models import DeliveryState
 from app.webhooks.repository import DeliveryRepository
 from app.webhooks.sender import Outcome
 from app.webhooks.signing import signature_header
@@ -25,6 +27,12 @@ from app.worker import enqueue
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"taskgate/{__version__}"
+# `taskgate_webhook_deliveries_total` by what the attempt left its delivery in.
+OUTCOMES = {
+    DeliveryState.succeeded: "succeeded",
+    DeliveryState.pending: "retrying",
+    DeliveryState.failed: "failed",
+}
 
 
 def body_of(payload: dict[str, object]) -> bytes:
@@ -132,6 +140,9 @@ async def deliver(
                 "state": state.value if state is not None else "claim_lost",
             },
         )
+        metrics.WEBHOOK_DELIVERIES.labels(
+            OUTCOMES[state] if state is not None else "claim_lost"
+        ).inc()
         return state.value if state is not None else "claim_lost"
     finally:
         request_id_var.reset(request_token)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from celery.signals import worker_process_shutdown
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core import metrics
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.worker import enqueue
@@ -65,6 +66,7 @@ def _current() -> _Runtime:
                 update={"pool_size": jobs + 1, "max_overflow": max(2, jobs)}
             )
             engine = create_engine(database)
+            metrics.watch_pool(engine, "worker")
             # Follow-up jobs (a finished task's webhooks) are published before the job returns.
             publisher = _setup(settings) if _setup is not None else None
             _runtime = _Runtime(

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import wiring
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
+from app.core.metrics import watch_pool
 from app.core.redis import create_redis
 from app.core.scheduling import Step, StepContext
 from app.files.retention import FileRetention
@@ -86,6 +87,7 @@ async def run_scheduler(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     engine = create_engine(settings.database.model_copy(update={"pool_size": 2}))
+    watch_pool(engine, "scheduler")
     redis = create_redis(settings.redis)
     # Also for the events this loop records (reaped tasks): their deliveries are published.
     publisher = wiring.wire_process(settings, background=False)

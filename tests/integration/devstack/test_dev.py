@@ -7,9 +7,11 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.devstack.conftest import processes_in
+from tests.metrics import total
 from tests.support import ProcessGroup, free_port, http_ok, wait_until
 
 # Children and engines stop in a few seconds; an engine waited out to its old 10 s grace (S3 that
@@ -55,6 +57,14 @@ def processes_with_env(key: str, value: str) -> list[int]:
         if state != "Z" and wanted in environ:
             found.append(int(entry.name))
     return found
+
+
+def _worker_slots(port: int) -> float:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    except httpx.HTTPError:
+        return 0.0
+    return total(response.text, "taskgate_worker_job_slots") if response.is_success else 0.0
 
 
 @pytest.mark.e2e
@@ -106,6 +116,12 @@ class TestDev:
                 timeout_s=30,
                 what="the restarted API",
             )
+            # The API's scrape holds the workers' figures: they share the platform's directory.
+            wait_until(
+                lambda: _worker_slots(port) > 0,
+                timeout_s=30,
+                what="the workers' job slots in the API's /metrics",
+            )
             children = processes_with_env("TASKGATE_REDIS__URL", redis_url)
 
             dev.send_signal(signal.SIGINT)
@@ -120,6 +136,7 @@ class TestDev:
         assert children
         assert processes_with_env("TASKGATE_REDIS__URL", settings["TASKGATE_REDIS__URL"]) == []
         assert processes_in(data_dir) == []
+        assert (data_dir / "metrics").is_dir()
 
     def test_stops_within_seconds_when_its_group_is_terminated_right_after_ready(
         self, tmp_path: Path

@@ -1,0 +1,65 @@
+"""Reading a Prometheus text exposition in tests: family types, samples, promtool's verdict."""
+
+from __future__ import annotations
+
+import subprocess
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.debian import promtool
+
+# Every family `/metrics` must have (docs/operations.md#metrics), by its exposed name.
+FAMILIES = {
+    "taskgate_http_requests_total": "counter",
+    "taskgate_http_request_duration_seconds": "histogram",
+    "taskgate_tasks_submitted_total": "counter",
+    "taskgate_tasks_finished_total": "counter",
+    "taskgate_task_run_duration_seconds": "histogram",
+    "taskgate_task_queue_wait_seconds": "histogram",
+    "taskgate_queue_depth": "gauge",
+    "taskgate_worker_busy_ratio": "gauge",
+    "taskgate_db_pool_connections": "gauge",
+    "taskgate_cache_requests_total": "counter",
+    "taskgate_rate_limited_total": "counter",
+    "taskgate_webhook_deliveries_total": "counter",
+}
+
+
+def family_types(text: str) -> dict[str, str]:
+    """`# TYPE name type` lines: every family the exposition declares, samples or not."""
+    types = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind
+    return types
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples named `name` (`taskgate_queue_depth`, `…_total`, `…_bucket`)."""
+    return [
+        (dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    return sum(
+        value
+        for found, value in samples(text, name)
+        if all(found.get(key) == want for key, want in labels.items())
+    )
+
+
+def check_metrics(text: str) -> subprocess.CompletedProcess[str]:
+    """`promtool check metrics` on `text` (exit 0: it parses and passes promtool's lint)."""
+    return subprocess.run(  # noqa: S603 - the installed promtool
+        [promtool(), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
