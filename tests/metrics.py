@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -63,3 +64,37 @@ def check_metrics(text: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+# PromQL words that are not metric names (aggregations and functions are followed by "(").
+_PROMQL_WORDS = frozenset(
+    {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
+    | {"and", "or", "unless", "inf", "nan"}
+)
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects: label matchers, strings, ranges, grouping
+    clauses, Grafana variables, functions and keywords left out."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\$\w+", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])[A-Za-z_:][A-Za-z0-9_:]*", text):
+        name = match.group()
+        if text[match.end() :].lstrip().startswith("(") or name.lower() in _PROMQL_WORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def series_names(text: str) -> set[str]:
+    """Every series name an exposition's families can have (a histogram's `_bucket`, …)."""
+    names = set()
+    for name, kind in family_types(text).items():
+        names.add(name)
+        if kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
