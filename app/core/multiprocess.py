@@ -4,7 +4,7 @@ Every process (each uvicorn worker of `taskgate api --workers N`, each Celery wo
 process, the scheduler) writes its samples to memory-mapped files named after its pid in
 `PROMETHEUS_MULTIPROC_DIR`, and the API's `/metrics` sums them. prometheus_client picks the
 mode when it is first imported, so the entry points call `share_metrics_dir` before anything
-imports it (this module does not).
+imports it (this module does not), or at least before taskgate's metrics exist.
 """
 
 from __future__ import annotations
@@ -31,13 +31,24 @@ def share_metrics_dir(settings: MetricsSettings, *, fresh: bool = False) -> Path
     `fresh` (a starting `taskgate api`): remove what processes that no longer run left there,
     so a new start begins from zero while the files of workers that still run are kept."""
     directory = metrics_dir(settings)
-    if "prometheus_client.values" in sys.modules and os.environ.get(ENV) != str(directory):
-        raise RuntimeError(f"{ENV} must be set before prometheus_client is imported")
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     if fresh:
         remove_dead(directory)
+    switch = "prometheus_client.values" in sys.modules and os.environ.get(ENV) != str(directory)
     os.environ[ENV] = str(directory)
+    if switch:
+        _switch_loaded_client()
     return directory
+
+
+def _switch_loaded_client() -> None:
+    """prometheus_client was loaded in one-process mode by someone else (Celery's command line
+    loads Flower's plugin, which imports it): switch it, as long as none of ours exists yet."""
+    if "app.core.metrics" in sys.modules:
+        raise RuntimeError(f"{ENV} must be set before taskgate's metrics are created")
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 def wipe(directory: Path) -> None:

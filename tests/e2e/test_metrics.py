@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import httpx
@@ -68,6 +69,34 @@ class TestMetricsScrape:
         # No label carries an id: the project's and the tasks' ids appear nowhere.
         assert str(platform.project_id) not in text
         assert not any(task_id in text for task_id in task_ids)
+
+
+class TestStockCeleryWorkerMetrics:
+    async def test_celery_a_app_worker_writes_to_the_host_s_directory(
+        self, platform: Platform, tmp_path: Path
+    ) -> None:
+        # Celery's command line loads Flower's plugin, and prometheus_client with it, before
+        # `app.celery` sets the directory; its prefork pool processes record the attempts.
+        platform.processes.start(
+            [
+                str(Path(sys.executable).parent / "celery"),
+                *("-A", "app", "worker", "--concurrency=2", "--hostname=stock-metrics@localhost"),
+            ],
+            env={**platform.env, "TASKGATE_WORKER__POOL": "prefork"},
+            log_path=tmp_path / "celery.log",
+        )
+        task_ids = await platform.submit_many(2, {"type": "echo", "input": {"n": 1}})
+        await platform.wait_terminal(task_ids, timeout_s=60)
+        wait_until(
+            lambda: total(_scrape(platform), "taskgate_tasks_finished_total") >= 2,
+            timeout_s=30,
+            what="the stock worker's attempts in the API's scrape",
+        )
+
+        text = _scrape(platform)
+
+        assert total(text, "taskgate_tasks_finished_total", type="echo", status="succeeded") == 2
+        assert total(text, "taskgate_worker_job_slots") == 2  # one per pool process
 
 
 class TestWorkerMetrics:

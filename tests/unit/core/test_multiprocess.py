@@ -50,3 +50,22 @@ class TestWipe:
         wipe(tmp_path)
 
         assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+class TestEntryPoints:
+    def test_the_cli_loads_no_prometheus_client_before_it_sets_the_directory(self) -> None:
+        # prometheus_client picks its mode on import: `taskgate api|worker|scheduler` set the
+        # directory first, which only works while importing the CLI does not load it.
+        loaded = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, app.cli; print('prometheus_client' in sys.modules)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
+        assert loaded.stdout.strip() == "False"
