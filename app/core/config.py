@@ -363,7 +363,7 @@ class MetricsSettings(BaseModel):
     mode, `core/multiprocess.py`) and how long a scrape waits for the broker."""
 
     # Shared by `taskgate api`, `worker` and `scheduler` on one host: the API's `/metrics` sums
-    # them all. None: `taskgate-metrics` in the system's temporary directory.
+    # them all. None: `taskgate-metrics-<uid>` in the system's temporary directory.
     dir: Path | None = None
     # The queue depths are read from the broker at scrape time; past this they are left out.
     queue_depth_timeout_s: float = Field(0.5, gt=0, le=10)

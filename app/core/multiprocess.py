@@ -23,7 +23,8 @@ LIVE_GAUGE_PREFIXES = ("gauge_livesum_", "gauge_liveall_", "gauge_livemax_", "ga
 
 
 def metrics_dir(settings: MetricsSettings) -> Path:
-    return settings.dir or Path(tempfile.gettempdir()) / DEFAULT_DIR_NAME
+    # Per user: another user's directory (mode 0700) would fail the first sample written.
+    return settings.dir or Path(tempfile.gettempdir()) / f"{DEFAULT_DIR_NAME}-{os.getuid()}"
 
 
 def share_metrics_dir(settings: MetricsSettings, *, fresh: bool = False) -> Path:
