@@ -60,6 +60,11 @@ def object_key(project_id: uuid.UUID, *parts: str) -> str:
     return "/".join(("projects", str(project_id), *parts))
 
 
+def project_prefix(project_id: uuid.UUID) -> str:
+    """The prefix of every object of the project: `projects/<project_id>/`."""
+    return f"projects/{project_id}/"
+
+
 def create_client(settings: S3Settings) -> S3Client:
     """A client for `settings`; path-style by default so MinIO and SeaweedFS work unchanged."""
     config = Config(
@@ -211,6 +216,15 @@ class Storage:
         except (ClientError, BotoCoreError) as exc:
             raise _error(exc, key) from exc
         return ObjectReader(found["Body"], key=key)
+
+    def list_keys(self, prefix: str, *, limit: int) -> tuple[list[str], bool]:
+        """Up to `limit` (at most 1000) keys under `prefix`, and whether more follow."""
+        try:
+            found = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=limit)
+        except (ClientError, BotoCoreError) as exc:
+            raise _error(exc, prefix) from exc
+        keys = [item["Key"] for item in found.get("Contents", []) if "Key" in item]
+        return keys, bool(found.get("IsTruncated"))
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
         try:

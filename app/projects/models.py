@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, String
@@ -52,3 +53,20 @@ class ProjectMember(TimestampMixin, Base):
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     role: Mapped[Role]
+
+
+class DeletedProject(Base):
+    """A deleted project whose objects in S3 are still to be removed (`app.files.project_sweep`).
+
+    Written in the deletion's transaction; the row goes once the sweep found its prefix empty
+    after the grace period in which an attempt still running could write there."""
+
+    __tablename__ = "deleted_projects"
+
+    # No foreign key: the project row is gone.
+    project_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    deleted_at: Mapped[datetime]
+    # When a sweep last listed its prefix (NULL: never): the least recently checked go first.
+    checked_at: Mapped[datetime | None]
+    # Objects deleted since the last `project.objects_deleted` event.
+    objects_deleted: Mapped[int] = mapped_column(default=0)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import ApiKey, User
 from app.core.pagination import KeysetCursor
-from app.projects.models import Project, ProjectMember, Role
+from app.projects.models import DeletedProject, Project, ProjectMember, Role
 
 
 class ProjectRepository:
@@ -31,8 +31,10 @@ class ProjectRepository:
         )
         return await self.session.scalar(query)
 
-    async def delete(self, project_id: uuid.UUID) -> None:
+    async def delete(self, project_id: uuid.UUID, *, now: datetime) -> None:
+        """Delete the project (its rows cascade) and note it for the sweep of its objects."""
         await self.session.execute(delete(Project).where(Project.id == project_id))
+        self.session.add(DeletedProject(project_id=project_id, deleted_at=now, objects_deleted=0))
 
     async def list_for_user(
         self, user_id: uuid.UUID, *, after: KeysetCursor | None, limit: int
@@ -160,3 +162,35 @@ class ApiKeyRepository:
             query.values(revoked_at=now).returning(ApiKey).execution_options(populate_existing=True)
         )
         return (await self.session.scalars(query)).all()
+
+
+class DeletedProjectRepository:
+    """Deleted projects whose objects are still to be swept (`app.projects.deletions`)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def claim(self, *, limit: int) -> Sequence[DeletedProject]:
+        """Up to `limit` of them, never checked or least recently checked first, locked until
+        commit (`SKIP LOCKED`: several schedulers share them)."""
+        query = (
+            select(DeletedProject)
+            .order_by(DeletedProject.checked_at.asc().nulls_first(), DeletedProject.deleted_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def checked(self, project_id: uuid.UUID, *, now: datetime, objects_deleted: int) -> None:
+        await self.session.execute(
+            update(DeletedProject)
+            .where(DeletedProject.project_id == project_id)
+            .values(checked_at=now, objects_deleted=objects_deleted)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def forget(self, project_id: uuid.UUID) -> None:
+        await self.session.execute(
+            delete(DeletedProject).where(DeletedProject.project_id == project_id)
+        )

@@ -234,7 +234,8 @@ async def update_project(
 
 
 async def delete_project(session: AsyncSession, *, access: ProjectAccess) -> None:
-    """Delete the project and everything in it; owner only. The event outlives it."""
+    """Delete the project and everything in it; owner only. The event outlives it, and its
+    objects in S3 go with the next sweep (`app.files.project_sweep`)."""
     _ensure(access, Role.owner)
     project = await get_project(session, access=access)
     # project_id NULL: the project's own events go with it (ON DELETE CASCADE), this one stays.
@@ -246,7 +247,7 @@ async def delete_project(session: AsyncSession, *, access: ProjectAccess) -> Non
         actor=access.principal,
         data={"name": project.name},
     )
-    await ProjectRepository(session).delete(project.id)
+    await ProjectRepository(session).delete(project.id, now=utc_now())
     after_commit(session, lambda: api_key_principals.forget_project(project.id))
 
 

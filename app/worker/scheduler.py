@@ -3,7 +3,8 @@
 1. tasks: retries due become queued, expired leases are put back, due tasks are published;
 2. webhooks: due deliveries are published, within each endpoint's free slots;
 3. files: expired files are deleted (every `files.retention_interval_s`);
-4. tasks: old results are dropped (likewise).
+4. tasks: old results are dropped (likewise);
+5. files: the objects of deleted projects are deleted (likewise).
 The retention steps come last: S3 trouble there never holds up the steps above. Several
 schedulers may run: every step claims rows with `FOR UPDATE SKIP LOCKED`. A step is added by
 writing it in its domain (`app/core/scheduling.py` says its shape) and listing it in `steps`.
@@ -26,6 +27,7 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.metrics import watch_pool
 from app.core.redis import create_redis
 from app.core.scheduling import Step, StepContext
+from app.files.project_sweep import ProjectObjectSweep
 from app.files.retention import FileRetention
 from app.files.storage import Storage
 from app.tasks import scheduling as task_scheduling
@@ -44,6 +46,8 @@ def steps(settings: Settings) -> list[Step]:
         webhook_scheduling.scheduler_step,
         FileRetention(storage),
         ResultRetention(storage),
+        # An attempt running when its project was deleted may still write for up to its timeout.
+        ProjectObjectSweep(storage, grace_s=settings.tasks.max_timeout_s + settings.tasks.lease_s),
     ]
 
 
