@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import ApiKey, RefreshToken, User
@@ -90,6 +90,21 @@ class RefreshTokenRepository:
             .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=now)
             .returning(RefreshToken.id)
+        )
+        return len(result.all())
+
+    async def purge(self, *, now: datetime, limit: int) -> int:
+        """Delete up to `limit` tokens that can never be used again: expired ones, and those of
+        inactive users; how many went. Rows locked by another purge are skipped."""
+        inactive = exists().where(User.id == RefreshToken.user_id, User.is_active.is_(False))
+        doomed = (
+            select(RefreshToken.id)
+            .where(or_(RefreshToken.expires_at <= now, inactive))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = await self.session.execute(
+            delete(RefreshToken).where(RefreshToken.id.in_(doomed)).returning(RefreshToken.id)
         )
         return len(result.all())
 

@@ -4,7 +4,8 @@
 2. webhooks: due deliveries are published, within each endpoint's free slots;
 3. files: expired files are deleted (every `files.retention_interval_s`);
 4. tasks: old results are dropped (likewise);
-5. files: the objects of deleted projects are deleted (likewise).
+5. files: the objects of deleted projects are deleted (likewise);
+6. auth: expired refresh tokens and those of inactive users are deleted (likewise).
 The retention steps come last: S3 trouble there never holds up the steps above. Several
 schedulers may run: every step claims rows with `FOR UPDATE SKIP LOCKED`. A step is added by
 writing it in its domain (`app/core/scheduling.py` says its shape) and listing it in `steps`.
@@ -22,6 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import wiring
+from app.auth.scheduling import RefreshTokenPurge
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.metrics import watch_pool
@@ -48,6 +50,9 @@ def steps(settings: Settings) -> list[Step]:
         ResultRetention(storage),
         # An attempt running when its project was deleted may still write for up to its timeout.
         ProjectObjectSweep(storage, grace_s=settings.tasks.max_timeout_s + settings.tasks.lease_s),
+        RefreshTokenPurge(
+            interval_s=settings.files.retention_interval_s, batch=settings.files.retention_batch
+        ),
     ]
 
 
