@@ -26,8 +26,9 @@ FILE_TYPES = (
     ),
     TaskType(
         name="image.thumbnail",
-        description="Scale an image (PNG, JPEG, WebP, GIF, …) to fit `width`/`height` into a new "
-        "file of `format` (png, jpeg, webp); returns its `file_id`.",
+        description="Scale an image (PNG, JPEG, GIF, WebP or BMP, at most 50 million pixels and "
+        "256 MiB) to fit `width`/`height` into a new file of `format` (png, jpeg, webp); returns "
+        "its `file_id`.",
         input_model=ThumbnailInput,
         handler=thumbnail,
         default_timeout_s=300,
