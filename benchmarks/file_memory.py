@@ -9,8 +9,9 @@ A flat worker grows by about its read buffer (1 MiB) whatever the file size.
 
     .venv/bin/python -m benchmarks.file_memory [--short] [--sizes-mib 20,100,400] [--json PATH]
 
-`--short` (CI): one 20 MiB file. The default adds 100 and 400 MiB files, a 1,000,000-row
-`csv.profile` and an `archive.zip` of the 100 MiB file.
+`--short` (CI): one 20 MiB file and the `image.thumbnail` cases (`benchmarks.file_images`). The
+default adds 100 and 400 MiB files, a 1,000,000-row `csv.profile` and an `archive.zip` of the
+100 MiB file.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from sqlalchemy.engine import make_url
 
 from app.devstack import DevStack, StackUrls
 from benchmarks.dev_startup import load_average, machine
+from benchmarks.file_images import image_round
 from benchmarks.rss import RssSampler, children
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -288,6 +290,7 @@ def run(sizes_mib: Sequence[int], *, full: bool, scratch: Path) -> list[Measurem
                     file_id, measured = bench.file_round(size_mib * MIB)
                     kept[size_mib] = file_id
                     results += measured
+                results += image_round(bench)
                 if full:
                     rows = 1_000_000
                     path = scratch / "rows.csv"
