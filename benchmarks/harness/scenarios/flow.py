@@ -40,7 +40,7 @@ def _celery_end_to_end(ctx: Context, kind: str, count: int) -> dict[str, float]:
 def run_end_to_end(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     """N `echo` tasks from the load generator, 2 worker processes: first submit to last success."""
     tg = ctx.tg
-    count = ctx.size(100, 1000)
+    count = ctx.size(100, 3000)  # long enough that a second of noise is not the figure
     project = ctx.project("end-to-end")
     tg.probe_workers(project)
     before = costs.snapshot(tg)
@@ -82,7 +82,7 @@ def run_end_to_end(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
 
 def run_drain(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     """A preloaded backlog, then 2 worker processes: first start to last finish."""
-    count = ctx.size(100, 2000)
+    count = ctx.size(100, 5000)  # several seconds of draining, not one
     processes = ctx.tg.worker_concurrency
     taskgate = taskgate_drain(ctx, ECHO, count, concurrency=processes, purpose="drain")
     celery = best_celery_drain(ctx, count, processes)
