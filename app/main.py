@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp
 
 from app import __version__, wiring
+from app.auth.admission import Admission
 from app.auth.router import router as auth_router
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
@@ -18,12 +19,14 @@ from app.core.errors import PROBLEM_OPENAPI_SCHEMA, PayloadTooLarge, install_err
 from app.core.logging import configure_logging
 from app.core.metrics import MetricsMiddleware, watch_pool
 from app.core.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.core.ratelimit import RateLimited, RateLimiter
 from app.core.redis import create_redis
 from app.events.router import router as events_router
 from app.files.router import router as files_router
 from app.files.router import upload_file
 from app.files.upload import max_body_bytes
 from app.health.router import router as health_router
+from app.projects.limits import rates_lookup
 from app.projects.router import router as projects_router
 from app.tasks.router import router as tasks_router
 from app.tasks.waiter import TaskWaiter
@@ -58,6 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = redis
+        if settings.rate_limits.enabled:
+            app.state.admission = Admission(
+                RateLimiter(redis, settings.rate_limits),
+                settings=settings,
+                rates_of=rates_lookup(settings.projects),
+            )
         # Jobs are published right after commit, without delaying the response.
         app.state.publisher = publisher = wiring.wire_process(settings, background=True)
         app.state.task_waiter = waiter = TaskWaiter(settings.database)
@@ -105,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             schemas["Problem"] = PROBLEM_OPENAPI_SCHEMA
             _describe_validation_errors_as_problems(schema)
             _describe_body_limits(schema)
+            _describe_rate_limits(schema)
             schemas.pop("HTTPValidationError", None)
             schemas.pop("ValidationError", None)
             app.openapi_schema = schema
@@ -137,6 +147,44 @@ def _describe_body_limits(schema: dict[str, Any]) -> None:
             )
             if PayloadTooLarge.title not in response["description"]:
                 response["description"] += f" / {PayloadTooLarge.title}"
+
+
+_RATE_HEADERS = {
+    "RateLimit-Limit": "Requests the caller's bucket allows per minute.",
+    "RateLimit-Remaining": "Requests left in the bucket now.",
+    "RateLimit-Reset": "Seconds until the bucket is full again.",
+}
+
+
+def _describe_rate_limits(schema: dict[str, Any]) -> None:
+    """Every authenticated route draws from a rate limit (`auth/admission.py`): its answers carry
+    `RateLimit-*` headers, and a 429 with `Retry-After` when the bucket is empty."""
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    headers = {
+        name: {"description": text, "schema": {"type": "integer"}}
+        for name, text in _RATE_HEADERS.items()
+    }
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if not operation.get("security"):
+                continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault(
+                "429",
+                {
+                    "description": RateLimited.title,
+                    "content": problem,
+                    "headers": {
+                        "Retry-After": {
+                            "description": "Seconds before the request could pass.",
+                            "schema": {"type": "integer"},
+                        }
+                    },
+                },
+            )
+            for status_code, response in responses.items():
+                if status_code.startswith("2"):
+                    response.setdefault("headers", {}).update(headers)
 
 
 def create_app_from_env() -> FastAPI:

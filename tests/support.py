@@ -29,6 +29,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TASKGATE_REDIS__URL": settings.redis.url,
         "TASKGATE_S3__BUCKET": settings.s3.bucket,
         "TASKGATE_S3__REGION": settings.s3.region,
+        "TASKGATE_RATE_LIMITS__SIGN_IN_PER_IP_PER_MINUTE": str(
+            settings.rate_limits.sign_in_per_ip_per_minute
+        ),
+        "TASKGATE_RATE_LIMITS__REGISTER_PER_IP_PER_MINUTE": str(
+            settings.rate_limits.register_per_ip_per_minute
+        ),
     }
     if settings.s3.endpoint_url:
         env["TASKGATE_S3__ENDPOINT_URL"] = settings.s3.endpoint_url

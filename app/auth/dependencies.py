@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import api_keys
 from app.auth import service as auth_service
+from app.auth.admission import admission_of
 from app.auth.exceptions import InvalidCredentials, UserTokenRequired
 from app.auth.models import User
 from app.auth.principal import Principal
@@ -91,8 +92,11 @@ async def _authenticate(
     return Principal.for_user(user)
 
 
-def _noted(request: Request, principal: Principal) -> Principal:
+async def _admitted(request: Request, principal: Principal) -> Principal:
+    """The caller, named for the access log line and charged for the request (`admission`)."""
     note_caller(request.scope, kind=principal.actor_type.value, caller_id=principal.actor_id)
+    if (admission := admission_of(request)) is not None:
+        await admission.admit(request, principal)
     return principal
 
 
@@ -109,7 +113,7 @@ async def get_principal(
     principal = await _authenticate(
         session, settings=settings, sessionmaker=sessionmaker, bearer=bearer
     )
-    return _noted(request, principal)
+    return await _admitted(request, principal)
 
 
 async def get_detached_principal(
@@ -123,12 +127,12 @@ async def get_detached_principal(
     (none at all for an API key this process has just seen)."""
     bearer = _bearer(token, credentials)
     if (cached := api_key_principals.get(bearer)) is not None:
-        return _noted(request, cached)
+        return await _admitted(request, cached)
     async with transaction(sessionmaker) as session:
         principal = await _authenticate(
             session, settings=settings, sessionmaker=sessionmaker, bearer=bearer
         )
-    return _noted(request, principal)
+    return await _admitted(request, principal)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, status
+from fastapi import APIRouter, Form, Request, status
 
 from app.auth import service as auth_service
+from app.auth.admission import admission_of
 from app.auth.dependencies import CurrentUser
 from app.auth.exceptions import EmailTaken, InvalidCredentials, LoginFailed, UserTokenRequired
 from app.auth.schemas import RefreshRequest, TokenForm, TokenResponse, UserRead, UserRegister
@@ -14,6 +15,7 @@ from app.auth.service import TokenPair
 from app.core.db import transaction
 from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.errors import BadRequest, error_responses
+from app.core.ratelimit import RateLimited
 from app.core.security import PasswordHashingBusy
 
 router = APIRouter()
@@ -31,12 +33,16 @@ def _tokens(pair: TokenPair) -> TokenResponse:
     "/auth/register",
     tags=["auth"],
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(EmailTaken, PasswordHashingBusy),
+    responses=error_responses(EmailTaken, RateLimited, PasswordHashingBusy),
 )
-async def register_user(data: UserRegister, session: SessionDep, settings: SettingsDep) -> UserRead:
+async def register_user(
+    request: Request, data: UserRegister, session: SessionDep, settings: SettingsDep
+) -> UserRead:
     """Create an account. Emails are unique regardless of case; passwords have 8-128 characters.
     Then sign in with `POST /v1/auth/token`. A 503 with `Retry-After` means too many sign-ins
-    at once."""
+    at once; a 429, too many registrations from the client's address."""
+    if (admission := admission_of(request)) is not None:
+        await admission.register(request)
     user = await auth_service.create_user(
         session, settings=settings.security, email=data.email, password=data.password
     )
@@ -46,16 +52,22 @@ async def register_user(data: UserRegister, session: SessionDep, settings: Setti
 @router.post(
     "/auth/token",
     tags=["auth"],
-    responses=error_responses(BadRequest, LoginFailed, PasswordHashingBusy),
+    responses=error_responses(BadRequest, LoginFailed, RateLimited, PasswordHashingBusy),
     # Plain fields only: a file part is a 400 before any of it is stored.
     form_limits={"max_files": 0, "max_fields": 16, "max_part_size": 16_384},
 )
 async def create_token(
-    form: Annotated[TokenForm, Form()], sessionmaker: SessionmakerDep, settings: SettingsDep
+    request: Request,
+    form: Annotated[TokenForm, Form()],
+    sessionmaker: SessionmakerDep,
+    settings: SettingsDep,
 ) -> TokenResponse:
     """Sign in with the OAuth2 password flow (form fields `username` = email, `password`).
     Returns an access token (send it as `Authorization: Bearer …`, valid `expires_in` seconds)
-    and a single-use refresh token. A 503 with `Retry-After` means too many sign-ins at once."""
+    and a single-use refresh token. A 503 with `Retry-After` means too many sign-ins at once; a
+    429, too many attempts from the client's address or for the email."""
+    if (admission := admission_of(request)) is not None:
+        await admission.sign_in(request, form.username)
     # Not SessionDep: the password is checked between two short transactions, with no
     # connection held while it waits for a hashing thread.
     pair = await auth_service.login(

@@ -354,6 +354,22 @@ class ProjectDefaults(BaseModel):
     read_rate_per_minute: PerMinuteLimit = 120_000
 
 
+class RateLimitSettings(BaseModel):
+    """Rate limits (`core/ratelimit.py`). Submits and other requests of a caller are limited by
+    the project's `submit_rate_per_minute` / `read_rate_per_minute`; sign-in and registration by
+    the client's address and the email they name, below."""
+
+    enabled: bool = True
+    # Redis out of reach: True admits requests unchecked, False refuses them with a 503.
+    fail_open: bool = True
+    timeout_s: float = Field(0.25, gt=0, le=5)  # a check slower than this counts as a failure
+    breaker_s: float = Field(5.0, ge=0, le=300)  # Redis is skipped this long after a failure
+    batch: int = Field(256, ge=1, le=4096)  # the most checks sent in one script run
+    sign_in_per_ip_per_minute: int = Field(120, ge=1, le=1_000_000)
+    sign_in_per_email_per_minute: int = Field(10, ge=1, le=1_000_000)
+    register_per_ip_per_minute: int = Field(30, ge=1, le=1_000_000)
+
+
 class HealthSettings(BaseModel):
     check_timeout_s: float = Field(2.0, gt=0, le=30)
 
@@ -392,6 +408,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     projects: ProjectDefaults = Field(default_factory=ProjectDefaults)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     @model_validator(mode="after")
     def _broker_outlasts_tasks(self) -> Self:

@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids on every request and response; request bodies bounded per route."""
+"""ASGI middleware: request ids on every request and response; request bodies bounded per route;
+the client's address behind trusted proxies."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ from app.core.context import request_id_var
 REQUEST_ID_HEADER = "x-request-id"
 # A client's id is kept only if it is short and plain, so it is safe in logs and headers.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # matched whole (fullmatch)
+
+
+# Headers a dependency adds to whatever response the request ends with (an error's included):
+# a list of (name, value) under this scope key, sent by `RequestIdMiddleware`.
+RESPONSE_HEADERS = "taskgate.response_headers"
+
+
+def add_response_headers(scope: Scope, headers: Sequence[tuple[bytes, bytes]]) -> None:
+    scope.setdefault(RESPONSE_HEADERS, []).extend(headers)
 
 
 def new_request_id() -> str:
@@ -61,6 +71,7 @@ class RequestIdMiddleware:
                     if name.lower() != REQUEST_ID_HEADER.encode()
                 ]
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                headers.extend(scope.get(RESPONSE_HEADERS, ()))
                 message["headers"] = headers
             await send(message)
 
@@ -134,6 +145,30 @@ def _peer_in(scope: Scope, networks: Sequence[Network]) -> bool:
     except ValueError:  # a Unix socket's path, or no address at all
         return False
     return any(peer in network for network in networks)
+
+
+def client_address(scope: Scope, trusted_proxies: Sequence[Network]) -> str:
+    """The client's address: the connection's peer, or, when that peer is a trusted proxy, the
+    nearest address of `X-Forwarded-For` that is not one (read from the right: what a proxy
+    appends is trustworthy, what the client sent is not)."""
+    client = scope.get("client")
+    peer = str(client[0]) if client else ""
+    if not trusted_proxies or not _peer_in(scope, trusted_proxies):
+        return peer
+    forwarded = [
+        part.strip()
+        for name, value in scope["headers"]
+        if name.lower() == b"x-forwarded-for"
+        for part in value.decode("latin-1").split(",")
+    ]
+    for candidate in reversed(forwarded):
+        try:
+            address = ipaddress.ip_address(candidate)
+        except ValueError:
+            return peer  # a malformed hop: trust nothing further left
+        if not any(address in network for network in trusted_proxies):
+            return str(address)
+    return forwarded[0] if forwarded else peer
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -40,6 +40,7 @@ from app.projects.exceptions import (
 # Re-exported: callers of `require_role` catch these as `project_service.ProjectNotFound`.
 from app.projects.exceptions import InsufficientRole as InsufficientRole
 from app.projects.exceptions import ProjectNotFound as ProjectNotFound
+from app.projects.limits import project_limits
 from app.projects.models import ROLE_RANK, ApiKeyScope, Project, ProjectMember, Role
 from app.projects.repository import ApiKeyRepository, MemberRepository, ProjectRepository
 from app.projects.schemas import ProjectUpdate
@@ -216,6 +217,8 @@ async def update_project(
         if merged != project.settings:
             project.settings = merged
             changed.append("settings")
+            # This process applies the new limits at once; the others within a second.
+            after_commit(session, lambda: project_limits.forget(project.id))
     if changed:
         event_service.record(
             session,

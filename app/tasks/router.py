@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from app.auth.admission import SUBMIT
 from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
 from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.errors import Unauthorized, error_responses
@@ -65,6 +66,7 @@ async def list_task_types(registry: RegistryDep) -> Page[TaskTypeRead]:
 @router.post(
     "/projects/{project_id}/tasks",
     status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=SUBMIT,
     responses={
         200: {"model": TaskRead, "description": "A replay: the task first submitted with this key"},
         **error_responses(

@@ -1,0 +1,103 @@
+"""What a request costs in rate limits (`core/ratelimit.py`), and who it is charged to.
+
+Every authenticated request draws from one bucket of its caller, checked as soon as the caller is
+known (`auth.dependencies`): task submissions (routes marked `SUBMIT`) from the caller's submit
+bucket, every other request from their read bucket. An API key's buckets are its own, at its
+project's limits; a user's are per project where the path names one (at that project's limits),
+else per user at the deployment's defaults. Sign-in and registration, before any credential is
+checked, draw from the client address's bucket and the named email's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from fastapi import Request
+
+from app.auth.principal import Principal
+from app.core.config import Settings
+from app.core.metrics import RATE_LIMITED
+from app.core.middleware import add_response_headers, client_address
+from app.core.ratelimit import Bucket, RateLimited, RateLimiter, RatesOf, Verdict
+
+# `openapi_extra` of a route whose requests draw from the submit bucket (documented there too).
+RATE_LIMIT_SCOPE = "x-rate-limit-scope"
+SUBMIT = {RATE_LIMIT_SCOPE: "submit"}
+
+
+class Admission:
+    """The API process's rate limits: `app.state.admission` (absent when they are disabled)."""
+
+    def __init__(self, limiter: RateLimiter, *, settings: Settings, rates_of: RatesOf) -> None:
+        self.limiter = limiter
+        self.settings = settings
+        self.rates_of = rates_of
+
+    async def admit(self, request: Request, principal: Principal) -> None:
+        """Charge the request to its caller; `RateLimited` (429) when their bucket is empty."""
+        route = request.scope.get("route")
+        extra = getattr(route, "openapi_extra", None) or {}
+        scope = "submit" if extra.get(RATE_LIMIT_SCOPE) == "submit" else "read"
+        if principal.api_key_project_id is not None:
+            project_id: uuid.UUID | None = principal.api_key_project_id
+            key = f"{scope}:key:{principal.actor_id}"
+        else:
+            project_id = _path_project(request)
+            key = f"{scope}:user:{principal.actor_id}:{project_id or '-'}"
+        rates = await self.rates_of(request.app.state.sessionmaker, project_id)
+        limit = rates.submit_per_minute if scope == "submit" else rates.read_per_minute
+        await self._check(
+            request,
+            scope,
+            [Bucket(key, limit)],
+            "task submissions" if scope == "submit" else "requests",
+        )
+
+    async def sign_in(self, request: Request, email: str) -> None:
+        """Before a password is checked: the client address's and the email's buckets."""
+        limits = self.settings.rate_limits
+        buckets = [
+            Bucket(f"sign_in:ip:{self._client(request)}", limits.sign_in_per_ip_per_minute),
+            Bucket(f"sign_in:email:{_digest(email)}", limits.sign_in_per_email_per_minute),
+        ]
+        await self._check(request, "sign_in", buckets, "sign-in attempts")
+
+    async def register(self, request: Request) -> None:
+        """Before an account is made: the client address's bucket."""
+        limit = self.settings.rate_limits.register_per_ip_per_minute
+        buckets = [Bucket(f"register:ip:{self._client(request)}", limit)]
+        await self._check(request, "register", buckets, "registrations")
+
+    def _client(self, request: Request) -> str:
+        return client_address(request.scope, self.settings.api.trusted_proxies)
+
+    async def _check(
+        self, request: Request, scope: str, buckets: list[Bucket], what: str
+    ) -> Verdict:
+        verdict = await self.limiter.check(buckets)
+        add_response_headers(request.scope, verdict.headers())
+        if not verdict.admitted:
+            RATE_LIMITED.labels(scope=scope).inc()
+            raise RateLimited(verdict, what)
+        return verdict
+
+
+def _path_project(request: Request) -> uuid.UUID | None:
+    raw = request.path_params.get("project_id")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:  # the route answers 422 for it; the defaults apply meanwhile
+        return None
+
+
+def _digest(email: str) -> str:
+    """An email as a bucket name: a digest, so Redis never holds the address itself."""
+    return hashlib.blake2b(email.strip().lower().encode(), digest_size=16).hexdigest()
+
+
+def admission_of(request: Request) -> Admission | None:
+    admission: Admission | None = getattr(request.app.state, "admission", None)
+    return admission
