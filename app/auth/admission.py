@@ -1,16 +1,21 @@
 """What a request costs in rate limits (`core/ratelimit.py`), and who it is charged to.
 
-Every authenticated request draws from one bucket of its caller, checked as soon as the caller is
-known (`auth.dependencies`): task submissions (routes marked `SUBMIT`) from the caller's submit
-bucket, every other request from their read bucket. An API key's buckets are its own, at its
-project's limits; a user's are per project where the path names one (at that project's limits),
-else per user at the deployment's defaults. Sign-in and registration, before any credential is
-checked, draw from the client address's bucket and the named email's.
+Every authenticated request draws from one bucket of its caller. Requests other than task
+submissions draw from the caller's read bucket as soon as the caller is known
+(`auth.dependencies`). A submission (a route marked `SUBMIT`) draws once its role is checked and
+its input validated, just before anything is written (`admit_submit`): from the caller's submit
+bucket, and it counts towards its project's backlog of unfinished tasks (`max_queued_tasks`) and
+the platform's (`tasks.max_unfinished_tasks`); past either it is refused, whatever the bucket.
+An API key's buckets are its own, at its project's limits; a user's are per project where the
+path names one (at that project's limits), else per user at the deployment's defaults. Sign-in
+and registration, before any credential is checked, draw from the client address's bucket and
+the named email's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 
 from fastapi import Request
@@ -19,7 +24,19 @@ from app.auth.principal import Principal
 from app.core.config import Settings
 from app.core.metrics import RATE_LIMITED
 from app.core.middleware import add_response_headers, client_address
-from app.core.ratelimit import Bucket, RateLimited, RateLimiter, RatesOf, Verdict
+from app.core.ratelimit import (
+    ALL_PROJECTS,
+    BACKLOG_KEY,
+    BacklogFull,
+    Bucket,
+    Cap,
+    Limit,
+    RateLimited,
+    RateLimiter,
+    RatesOf,
+    SystemBacklogFull,
+    Verdict,
+)
 
 # `openapi_extra` of a route whose requests draw from the submit bucket (documented there too).
 RATE_LIMIT_SCOPE = "x-rate-limit-scope"
@@ -38,21 +55,39 @@ class Admission:
         """Charge the request to its caller; `RateLimited` (429) when their bucket is empty."""
         route = request.scope.get("route")
         extra = getattr(route, "openapi_extra", None) or {}
-        scope = "submit" if extra.get(RATE_LIMIT_SCOPE) == "submit" else "read"
-        if principal.api_key_project_id is not None:
-            project_id: uuid.UUID | None = principal.api_key_project_id
-            key = f"{scope}:key:{principal.actor_id}"
-        else:
-            project_id = _path_project(request)
-            key = f"{scope}:user:{principal.actor_id}:{project_id or '-'}"
+        if extra.get(RATE_LIMIT_SCOPE) == "submit":
+            return  # charged by `admit_submit`, once the role is checked and the input valid
+        project_id = principal.api_key_project_id or _path_project(request)
         rates = await self.rates_of(request.app.state.sessionmaker, project_id)
-        limit = rates.submit_per_minute if scope == "submit" else rates.read_per_minute
-        await self._check(
-            request,
-            scope,
-            [Bucket(key, limit)],
-            "task submissions" if scope == "submit" else "requests",
-        )
+        bucket = Bucket(_bucket_key("read", principal, project_id), rates.read_per_minute)
+        await self._check(request, "read", [bucket], "requests")
+
+    async def admit_submit(
+        self, request: Request, principal: Principal, project_id: uuid.UUID
+    ) -> None:
+        """Charge a submission to its caller's submit bucket and count it in the backlogs:
+        `RateLimited` or `BacklogFull` (429), `SystemBacklogFull` (503)."""
+        rates = await self.rates_of(request.app.state.sessionmaker, project_id)
+        project_cap = Cap(BACKLOG_KEY, str(project_id), rates.max_queued_tasks)
+        limits: list[Limit] = [
+            Bucket(_bucket_key("submit", principal, project_id), rates.submit_per_minute),
+            project_cap,
+            Cap(BACKLOG_KEY, ALL_PROJECTS, self.settings.tasks.max_unfinished_tasks),
+        ]
+        verdict = await self.limiter.check(limits)
+        add_response_headers(request.scope, verdict.headers())
+        if verdict.admitted:
+            return
+        # The scheduler sets the backlogs back from PostgreSQL on each pass.
+        retry_after_s = max(1, math.ceil(self.settings.tasks.scheduler_interval_s))
+        if verdict.refused_by is project_cap:
+            RATE_LIMITED.labels(scope="backlog").inc()
+            raise BacklogFull(verdict, retry_after_s)
+        if isinstance(verdict.refused_by, Cap):
+            RATE_LIMITED.labels(scope="system_backlog").inc()
+            raise SystemBacklogFull(retry_after_s)
+        RATE_LIMITED.labels(scope="submit").inc()
+        raise RateLimited(verdict, "task submissions")
 
     async def sign_in(self, request: Request, email: str) -> None:
         """Before a password is checked: the client address's and the email's buckets."""
@@ -81,6 +116,12 @@ class Admission:
             RATE_LIMITED.labels(scope=scope).inc()
             raise RateLimited(verdict, what)
         return verdict
+
+
+def _bucket_key(scope: str, principal: Principal, project_id: uuid.UUID | None) -> str:
+    if principal.api_key_project_id is not None:
+        return f"{scope}:key:{principal.actor_id}"
+    return f"{scope}:user:{principal.actor_id}:{project_id or '-'}"
 
 
 def _path_project(request: Request) -> uuid.UUID | None:

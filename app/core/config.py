@@ -216,6 +216,9 @@ class TaskSettings(BaseModel):
     # A queued task dispatched this long ago and not started is published again (Redis lost it).
     redispatch_after_s: float = Field(60.0, ge=1)
     scheduler_interval_s: float = Field(1.0, gt=0, le=60)
+    # Unfinished tasks of all projects together; past it submit answers 503 (each project has
+    # its own cap too, `projects.max_queued_tasks`).
+    max_unfinished_tasks: int = Field(1_000_000, ge=1, le=100_000_000)
     scheduler_batch: int = Field(500, ge=1, le=10_000)
     retry_base_s: float = Field(2.0, ge=0)
     retry_cap_s: float = Field(3600.0, ge=0)

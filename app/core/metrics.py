@@ -71,13 +71,15 @@ DB_POOL = Gauge(
     ["process", "state"],
     multiprocess_mode="livesum",
 )
-# Declared ahead of the features that will count them, so dashboards and alerts can use them.
+# Declared ahead of the cache that will count it, so dashboards and alerts can use it.
 CACHE_REQUESTS = Counter(
     "taskgate_cache_requests_total", "Read-through cache lookups by result (hit, miss).", ["result"]
 )
+# Counted by `auth/admission.py`.
 RATE_LIMITED = Counter(
     "taskgate_rate_limited_total",
-    "Requests refused by a rate limit (429), by scope (submit, read, sign_in, register).",
+    "Requests refused by a rate limit or a backlog cap, by scope (submit, read, sign_in, register; "
+    "backlog: a project at its max_queued_tasks, 429; system_backlog: the platform at its cap, 503).",
     ["scope"],
 )
 WEBHOOK_DELIVERIES = Counter(

@@ -34,14 +34,21 @@ from app.core.errors import ServiceUnavailable, TooManyRequests
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "taskgate:rl:"
+# The hash of unfinished tasks: a field per project, and `*` for all of them. Submits add to it
+# as they are admitted; the scheduler sets it back from PostgreSQL on every pass
+# (`tasks/backlog.py`).
+BACKLOG_KEY = "taskgate:backlog"
+ALL_PROJECTS = "*"
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
 # KEYS: every bucket of every request, in order. ARGV: per request, its number of buckets, then
-# per bucket its emission interval (µs per request), its period (µs, the burst) and its cost.
-# Answers per request: admitted (1/0), the µs to wait before a retry could pass (0 if admitted),
-# then per bucket the µs its arrival time is ahead of now once this request is counted (or, if
-# refused, as it stands).
-_GCRA = """
+# four per bucket: its kind, two values and its cost. A rate (kind 0): its emission interval (µs
+# per request) and its period (µs, the burst); KEYS holds its arrival time. A cap (kind 1): the
+# most it may count, and its field in the hash that KEYS names.
+# Answers per request: admitted (1/0), the µs to wait before a retry could pass, the position of
+# the first bucket that refused (0: none), then per bucket a rate's µs ahead of now once this
+# request is counted (as it stands, if refused) or a cap's count.
+_SCRIPT = """
 local now_pair = redis.call('TIME')
 local now = tonumber(now_pair[1]) * 1000000 + tonumber(now_pair[2])
 local out = {}
@@ -49,34 +56,52 @@ local key_at, arg_at = 1, 1
 while arg_at <= #ARGV do
   local count = tonumber(ARGV[arg_at])
   arg_at = arg_at + 1
-  local admitted, wait = 1, 0
-  local tats, news = {}, {}
+  local admitted, wait, refused_by = 1, 0, 0
+  local kinds, olds, news, fields = {}, {}, {}, {}
   for b = 1, count do
-    local interval = tonumber(ARGV[arg_at])
-    local period = tonumber(ARGV[arg_at + 1])
-    local cost = tonumber(ARGV[arg_at + 2])
-    local tat = tonumber(redis.call('GET', KEYS[key_at + b - 1]) or now)
-    if tat < now then tat = now end
-    local new = tat + interval * cost
-    tats[b], news[b] = tat, new
-    if new - now > period then
-      admitted = 0
-      if new - now - period > wait then wait = new - now - period end
+    local kind = tonumber(ARGV[arg_at])
+    local cost = tonumber(ARGV[arg_at + 3])
+    local key = KEYS[key_at + b - 1]
+    local refused = false
+    kinds[b] = kind
+    if kind == 0 then
+      local interval, period = tonumber(ARGV[arg_at + 1]), tonumber(ARGV[arg_at + 2])
+      local tat = tonumber(redis.call('GET', key) or now)
+      if tat < now then tat = now end
+      olds[b], news[b] = tat - now, tat + interval * cost - now
+      if news[b] > period then
+        refused = true
+        if news[b] - period > wait then wait = news[b] - period end
+      end
+    else
+      local cap, field = tonumber(ARGV[arg_at + 1]), ARGV[arg_at + 2]
+      local held = tonumber(redis.call('HGET', key, field) or 0)
+      fields[b] = field
+      olds[b], news[b] = held, held + cost
+      if news[b] > cap then refused = true end
     end
-    arg_at = arg_at + 3
+    if refused then
+      admitted = 0
+      if refused_by == 0 then refused_by = b end
+    end
+    arg_at = arg_at + 4
   end
   out[#out + 1] = admitted
   out[#out + 1] = math.ceil(wait)
+  out[#out + 1] = refused_by
   for b = 1, count do
-    local ahead
+    local key = KEYS[key_at + b - 1]
     if admitted == 1 then
-      ahead = news[b] - now
-      redis.call('SET', KEYS[key_at + b - 1], string.format('%.0f', news[b]),
-        'PX', math.ceil(ahead / 1000) + 1)
+      if kinds[b] == 0 then
+        redis.call('SET', key, string.format('%.0f', news[b] + now),
+          'PX', math.ceil(news[b] / 1000) + 1)
+      else
+        redis.call('HINCRBY', key, fields[b], news[b] - olds[b])
+      end
+      out[#out + 1] = math.ceil(news[b])
     else
-      ahead = tats[b] - now
+      out[#out + 1] = math.ceil(olds[b])
     end
-    out[#out + 1] = math.ceil(ahead)
   end
   key_at = key_at + count
 end
@@ -87,10 +112,11 @@ _US = 1_000_000
 
 
 class Rates(NamedTuple):
-    """A project's rates (`submit_rate_per_minute`, `read_rate_per_minute`)."""
+    """A project's rates and its cap on unfinished tasks (its effective settings)."""
 
     submit_per_minute: int
     read_per_minute: int
+    max_queued_tasks: int
 
 
 # The rates of a project (None: the deployment's defaults); the projects domain provides it.
@@ -108,24 +134,43 @@ class Bucket:
 
 
 @dataclass(frozen=True)
+class Cap:
+    """A count that admitted requests add `cost` to and that may not pass `cap`: field `field` of
+    the hash `key` (the backlog of unfinished tasks; whoever finishes them sets it back)."""
+
+    key: str
+    field: str
+    cap: int
+    cost: int = 1
+
+
+Limit = Bucket | Cap
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """What a check decided, and what the `RateLimit-*` headers say of the tightest bucket."""
+    """What a check decided, and what the `RateLimit-*` headers say of the tightest rate."""
 
     admitted: bool
     limit: int
     remaining: int
-    reset_s: int  # seconds until the tightest bucket is full again
+    reset_s: int  # seconds until the tightest rate's bucket is full again
     retry_after_s: int  # seconds before a refused request could pass; 0 when admitted
     checked: bool = True  # False: Redis was out of reach and the request was let through
+    refused_by: Limit | None = None  # the first bucket or cap without room
+    held: int = 0  # what that cap counts
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        if not self.checked:
+        if not self.checked or self.limit == 0:
             return []
         return [
             (b"ratelimit-limit", str(self.limit).encode()),
             (b"ratelimit-remaining", str(self.remaining).encode()),
             (b"ratelimit-reset", str(self.reset_s).encode()),
         ]
+
+
+UNCHECKED = Verdict(admitted=True, limit=0, remaining=0, reset_s=0, retry_after_s=0, checked=False)
 
 
 class RateLimited(TooManyRequests):
@@ -139,34 +184,67 @@ class RateLimited(TooManyRequests):
         )
 
 
+class BacklogFull(TooManyRequests):
+    type, title = "backlog-full", "Project backlog full"
+
+    def __init__(self, verdict: Verdict, retry_after_s: int) -> None:
+        super().__init__(
+            f"The project has {verdict.held} unfinished tasks, its `max_queued_tasks`; "
+            "retry once some have finished.",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+class SystemBacklogFull(ServiceUnavailable):
+    type, title = "system-backlog-full", "Too many unfinished tasks"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            "The platform holds as many unfinished tasks as it accepts; retry shortly.",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
 class RateLimiterUnavailable(ServiceUnavailable):
     type, title = "rate-limiter-unavailable", "Rate limiter unavailable"
 
 
 def _verdict(
-    buckets: Sequence[Bucket], admitted: bool, wait_us: int, aheads: Sequence[int]
+    limits: Sequence[Limit], admitted: bool, wait_us: int, refused_at: int, values: Sequence[int]
 ) -> Verdict:
-    remaining, tightest = min(
-        (
+    rates = [
+        (bucket, ahead)
+        for bucket, ahead in zip(limits, values, strict=True)
+        if isinstance(bucket, Bucket)
+    ]
+    limit = remaining = reset_s = 0
+    if rates:
+        remaining, bucket, ahead = min(
             (
-                max(
-                    0,
-                    math.floor(
-                        (bucket.period_s * _US - ahead) * bucket.limit / (bucket.period_s * _US)
+                (
+                    max(
+                        0,
+                        math.floor(
+                            (bucket.period_s * _US - ahead) * bucket.limit / (bucket.period_s * _US)
+                        ),
                     ),
-                ),
-                index,
-            )
-            for index, (bucket, ahead) in enumerate(zip(buckets, aheads, strict=True))
-        ),
-    )
-    bucket, ahead = buckets[tightest], aheads[tightest]
+                    bucket,
+                    ahead,
+                )
+                for bucket, ahead in rates
+            ),
+            key=lambda found: found[0],
+        )
+        limit, reset_s = bucket.limit, math.ceil(ahead / _US)
+    refused_by = limits[refused_at - 1] if refused_at else None
     return Verdict(
         admitted=admitted,
-        limit=bucket.limit,
+        limit=limit,
         remaining=remaining,
-        reset_s=math.ceil(ahead / _US),
-        retry_after_s=max(1, math.ceil(wait_us / _US)) if not admitted else 0,
+        reset_s=reset_s,
+        retry_after_s=0 if admitted else max(1, math.ceil(wait_us / _US)),
+        refused_by=refused_by,
+        held=values[refused_at - 1] if isinstance(refused_by, Cap) else 0,
     )
 
 
@@ -176,8 +254,8 @@ class RateLimiter:
     def __init__(self, redis: Redis, settings: RateLimitSettings) -> None:
         self.redis = redis
         self.settings = settings
-        self._script = redis.register_script(_GCRA)
-        self._group: GroupCommit[Sequence[Bucket], Verdict] = GroupCommit(
+        self._script = redis.register_script(_SCRIPT)
+        self._group: GroupCommit[Sequence[Limit], Verdict] = GroupCommit(
             self._run, max_items=settings.batch
         )
         self._open_until = 0.0
@@ -187,12 +265,13 @@ class RateLimiter:
         """True while the breaker is open: Redis failed less than `breaker_s` ago."""
         return time.monotonic() < self._open_until
 
-    async def check(self, buckets: Sequence[Bucket]) -> Verdict:
-        """Admit or refuse one request drawing on `buckets`; with Redis out of reach, let it
-        through (`fail_open`) or raise `RateLimiterUnavailable`."""
+    async def check(self, limits: Sequence[Limit]) -> Verdict:
+        """Admit or refuse one request drawing on `limits` (all of them have room, or none is
+        charged); with Redis out of reach, let it through (`fail_open`) or raise
+        `RateLimiterUnavailable`."""
         if self.is_open:
             return self._unchecked()
-        verdict = await self._group(buckets)
+        verdict = await self._group(limits)
         return verdict if verdict.checked else self._unchecked()
 
     def _unchecked(self) -> Verdict:
@@ -202,34 +281,33 @@ class RateLimiter:
                 "Rate limits cannot be checked right now; retry shortly.",
                 headers={"Retry-After": str(retry)},
             )
-        return Verdict(
-            admitted=True, limit=0, remaining=0, reset_s=0, retry_after_s=0, checked=False
-        )
+        return UNCHECKED
 
-    async def _run(self, requests: Sequence[Sequence[Bucket]]) -> list[Verdict]:
+    async def _run(self, requests: Sequence[Sequence[Limit]]) -> list[Verdict]:
         keys: list[str] = []
-        args: list[int] = []
-        for buckets in requests:
-            args.append(len(buckets))
-            for bucket in buckets:
-                keys.append(KEY_PREFIX + bucket.key)
-                period_us = round(bucket.period_s * _US)
-                args += [max(1, period_us // bucket.limit), period_us, bucket.cost]
+        args: list[int | str] = []
+        for limits in requests:
+            args.append(len(limits))
+            for limit in limits:
+                if isinstance(limit, Bucket):
+                    keys.append(KEY_PREFIX + limit.key)
+                    period_us = round(limit.period_s * _US)
+                    args += [0, max(1, period_us // limit.limit), period_us, limit.cost]
+                else:
+                    keys.append(limit.key)
+                    args += [1, limit.cap, limit.field, limit.cost]
         try:
             async with asyncio.timeout(self.settings.timeout_s):
                 answer = await self._script(keys=keys, args=args)
         except REDIS_ERRORS as exc:
             self._open_until = time.monotonic() + self.settings.breaker_s
             log.warning("rate limits unchecked: Redis failed", extra={"error": repr(exc)})
-            unchecked = Verdict(
-                admitted=True, limit=0, remaining=0, reset_s=0, retry_after_s=0, checked=False
-            )
-            return [unchecked] * len(requests)
+            return [UNCHECKED] * len(requests)
         verdicts: list[Verdict] = []
         at = 0
-        for buckets in requests:
-            admitted, wait_us = int(answer[at]), int(answer[at + 1])
-            aheads = [int(value) for value in answer[at + 2 : at + 2 + len(buckets)]]
-            at += 2 + len(buckets)
-            verdicts.append(_verdict(buckets, bool(admitted), wait_us, aheads))
+        for limits in requests:
+            admitted, wait_us, refused_at = (int(value) for value in answer[at : at + 3])
+            values = [int(value) for value in answer[at + 3 : at + 3 + len(limits)]]
+            at += 3 + len(limits)
+            verdicts.append(_verdict(limits, bool(admitted), wait_us, refused_at, values))
         return verdicts

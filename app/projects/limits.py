@@ -110,14 +110,19 @@ project_limits = ProjectLimits()
 
 
 def rates_lookup(defaults: ProjectDefaults) -> RatesOf:
-    """The rate limits of a project (the deployment's defaults for None), from `project_limits`."""
+    """The rates and backlog cap of a project (the deployment's defaults for None), from
+    `project_limits`."""
 
     async def rates_of(
         sessionmaker: async_sessionmaker[AsyncSession], project_id: uuid.UUID | None
     ) -> Rates:
-        if project_id is None:
-            return Rates(defaults.submit_rate_per_minute, defaults.read_rate_per_minute)
-        limits = await project_limits.of(sessionmaker, project_id, defaults)
-        return Rates(limits.submit_rate_per_minute, limits.read_rate_per_minute)
+        limits = (
+            defaults
+            if project_id is None
+            else await project_limits.of(sessionmaker, project_id, defaults)
+        )
+        return Rates(
+            limits.submit_rate_per_minute, limits.read_rate_per_minute, limits.max_queued_tasks
+        )
 
     return rates_of

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
-from app.auth.admission import SUBMIT
+from app.auth.admission import SUBMIT, admission_of
 from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
 from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.errors import Unauthorized, error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
+from app.core.ratelimit import BacklogFull, RateLimited, SystemBacklogFull
 from app.events.schemas import EventRead
 from app.files import service as file_service
 from app.files.dependencies import StorageDep
@@ -77,10 +79,14 @@ async def list_task_types(registry: RegistryDep) -> Page[TaskTypeRead]:
             UnknownTaskType,
             InvalidTaskInput,
             TaskLimitExceeded,
+            RateLimited,
+            BacklogFull,
+            SystemBacklogFull,
         ),
     },
 )
 async def submit_task(
+    request: Request,
     data: TaskSubmit,
     response: Response,
     access: DetachedMemberAccess,
@@ -94,7 +100,11 @@ async def submit_task(
 
     With an `Idempotency-Key` header, repeating the same request returns the original task (200);
     the same key with a different body is a 409.
+
+    Past the caller's submit rate, or with the project at its `max_queued_tasks` unfinished
+    tasks, the answer is a 429 with `Retry-After`; with the platform at its cap, a 503.
     """
+    admission = admission_of(request)
     task, created = await task_service.submit(
         sessionmaker,
         access=access,
@@ -102,6 +112,11 @@ async def submit_task(
         idempotency_key=idempotency_key,
         registry=registry,
         limits=settings.tasks,
+        admit=(
+            functools.partial(admission.admit_submit, request, access.principal, access.project_id)
+            if admission is not None and access.principal is not None
+            else None
+        ),
     )
     if created:
         record_submit(task)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -119,9 +120,11 @@ async def submit(
     idempotency_key: str | None,
     registry: Registry,
     limits: TaskSettings,
+    admit: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[Task, bool]:
     """Record a task and its `task.created` event; return it and whether it is new. `access`
-    is at least `member` (`RequireRole`).
+    is at least `member` (`RequireRole`). `admit` (the caller's rate limit and the backlogs'
+    caps) runs once the input is valid, before anything is written, and raises to refuse it.
 
     The same idempotency key with the same body returns the original task; with another body
     it is a conflict. A new task due now is published once its row has committed. A task with
@@ -129,6 +132,8 @@ async def submit(
     a transaction that checks them after the insert, so a replay still returns its task.
     """
     defaults = _validated(data, registry, limits)
+    if admit is not None:
+        await admit()
     now = utc_now()
     due = data.run_at is None or data.run_at <= now
     values = {

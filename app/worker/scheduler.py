@@ -32,6 +32,7 @@ from app.core.scheduling import Step, StepContext
 from app.files.project_sweep import ProjectObjectSweep
 from app.files.retention import FileRetention
 from app.files.storage import Storage
+from app.tasks import backlog as task_backlog
 from app.tasks import scheduling as task_scheduling
 from app.tasks.retention import ResultRetention
 from app.webhooks import scheduling as webhook_scheduling
@@ -45,6 +46,8 @@ def steps(settings: Settings) -> list[Step]:
     storage = Storage.from_settings(settings)
     return [
         task_scheduling.scheduler_step,
+        # After the tasks' step: the tasks it failed for good are no longer counted.
+        task_backlog.scheduler_step,
         webhook_scheduling.scheduler_step,
         FileRetention(storage),
         ResultRetention(storage),
