@@ -8,11 +8,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.telemetry import TelemetryConfig
 from starlette.types import ASGIApp
 
 from app import __version__, wiring
 from app.auth.admission import Admission
 from app.auth.router import router as auth_router
+from app.core import tracing
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import PROBLEM_OPENAPI_SCHEMA, PayloadTooLarge, install_error_handlers
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        traced = wiring.wire_tracing(settings, "api")
         engine = create_engine(settings.database)
         watch_pool(engine, "api")
         redis = create_redis(settings.redis)
@@ -79,12 +82,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await waiter.stop()
             await redis.aclose()
             await engine.dispose()
+            if traced:
+                tracing.shutdown()
 
     app = TaskgateAPI(
         title="taskgate",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry=_telemetry(settings),
     )
     app.state.settings = settings
     app.add_middleware(
@@ -122,6 +128,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _telemetry(settings: Settings) -> TelemetryConfig:
+    """FastAPI's own OpenTelemetry: a span per request (and its dependencies, endpoint and
+    serialization) once `core.tracing` installed a provider; off entirely without an endpoint,
+    whatever else in the process configures OpenTelemetry. Never its metrics (`/metrics` has
+    ours) nor its log records (they carry exception messages), never its own exporter setup."""
+    on = settings.tracing.enabled
+    return {
+        "tracing": on,
+        "operation_spans": on,
+        "metrics": False,
+        "logs": False,
+        "auto_configure": False,
+    }
 
 
 def _describe_validation_errors_as_problems(schema: dict[str, Any]) -> None:

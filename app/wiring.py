@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import gc
 
+from app.core import tracing
 from app.core.config import Settings
 from app.core.memory import release_large_blocks
 from app.core.redis import create_redis
@@ -21,6 +22,12 @@ def subscribe_all() -> None:
     scheduler publishes what they cause."""
     outbox.subscribe()
     webhook_service.subscribe()
+
+
+def wire_tracing(settings: Settings, role: str) -> bool:
+    """Trace this process (`role`: api, worker, scheduler) when an OTLP endpoint is configured;
+    before its engines and clients are used. Whether tracing is on."""
+    return tracing.setup(settings.tracing, role=role, environment=settings.env.value)
 
 
 def wire_process(settings: Settings, *, background: bool) -> enqueue.Publisher:
@@ -50,7 +57,20 @@ def wire_workers() -> None:
     """Celery worker processes wire themselves before their first job (the worker entry points:
     `taskgate worker`, `celery -A app worker`). Imported here, not at the top: the API and the
     scheduler never load Celery."""
+    from celery import signals
+
+    from app.core.config import get_settings
     from app.worker import metrics, runtime
 
+    # In the worker's main process, before Celery starts its pool: the first job is traced too,
+    # and prefork children inherit the provider (the SDK restarts its export thread after fork).
+    if wire_tracing(get_settings(), "worker"):
+        signals.worker_process_shutdown.connect(_flush_traces, weak=False)
+        signals.worker_shutdown.connect(_flush_traces, weak=False)
     metrics.count_jobs()
     runtime.on_process_start(functools.partial(wire_process, background=False))
+
+
+def _flush_traces(**_: object) -> None:
+    # A prefork child ends with os._exit, past the SDK's own flush at exit.
+    tracing.shutdown()

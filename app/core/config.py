@@ -391,6 +391,48 @@ class MetricsSettings(BaseModel):
     worker_host: str = "127.0.0.1"
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (`core/tracing.py`): exported over OTLP/HTTP when `otlp_endpoint` is
+    set, off (no SDK loaded, nothing added to a request or a job) when it is not."""
+
+    # The collector's OTLP/HTTP base URL (`http://collector:4318`): spans go to `<url>/v1/traces`.
+    otlp_endpoint: str | None = None
+    # Each process reports as `<service_name>-api`, `-worker` or `-scheduler`.
+    service_name: str = Field("taskgate", min_length=1, max_length=100)
+    # The share of traces started here that are recorded; a request that arrives with a sampled
+    # `traceparent`, and every job it causes, follows its caller's decision.
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    # Sent with every export, `key=value` pairs separated by commas (a collector's API key).
+    headers: SecretStr | None = None
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("otlp_endpoint must be an http:// or https:// URL")
+        return value.rstrip("/") if value is not None else None
+
+    @field_validator("headers")
+    @classmethod
+    def _pairs(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for pair in value.get_secret_value().split(","):
+                key, sep, _ = pair.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError("headers must be key=value pairs separated by commas")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return self.otlp_endpoint is not None
+
+    def header_pairs(self) -> dict[str, str]:
+        if self.headers is None:
+            return {}
+        pairs = (pair.partition("=") for pair in self.headers.get_secret_value().split(","))
+        return {key.strip(): value.strip() for key, _, value in pairs}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TASKGATE_", env_nested_delimiter="__", extra="ignore", frozen=True
@@ -412,6 +454,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     projects: ProjectDefaults = Field(default_factory=ProjectDefaults)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @model_validator(mode="after")
     def _broker_outlasts_tasks(self) -> Self:

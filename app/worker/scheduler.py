@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import wiring
 from app.auth.scheduling import RefreshTokenPurge
+from app.core import tracing
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.metrics import watch_pool
@@ -77,7 +78,8 @@ async def tick(
         sessionmaker=sessionmaker, redis=redis, settings=settings, broker_lost=lost
     )
     done: dict[str, int] = {}
-    with enqueue.using(publisher):
+    # One trace per pass, not one per statement; what it publishes continues it.
+    with tracing.span("scheduler pass"), enqueue.using(publisher):
         for step in steps if steps is not None else _PUBLISHING_STEPS:
             done.update(await step(context))
     if any(done.values()):
@@ -98,6 +100,7 @@ async def run_scheduler(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    traced = wiring.wire_tracing(settings, "scheduler")
     engine = create_engine(settings.database.model_copy(update={"pool_size": 2}))
     watch_pool(engine, "scheduler")
     redis = create_redis(settings.redis)
@@ -121,3 +124,5 @@ async def run_scheduler(settings: Settings) -> None:
         await publisher.close()
         await redis.aclose()
         await engine.dispose()
+        if traced:
+            tracing.shutdown()

@@ -1,0 +1,157 @@
+"""Tracing off costs nothing and loads nothing; on without the extra, it stops the process.
+
+Each test runs in a process of its own: a tracer provider is process-wide and instrumentation
+patches classes, so neither may leak into this one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import orjson
+import pytest
+
+from app.core.config import TracingSettings
+
+
+def _run(code: str) -> Any:
+    """Run `code` in a fresh interpreter; what it printed last, as JSON."""
+    done = subprocess.run(  # noqa: S603 (this interpreter, the test's own code)
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return orjson.loads(done.stdout.strip().splitlines()[-1])
+
+
+# What FastAPI and redis-py import of OpenTelemetry by themselves: FastAPI the API (its own
+# telemetry), redis-py the metrics SDK when it is installed (its own, optional, observability).
+# With tracing off, taskgate adds nothing to it, and never the tracing SDK, an exporter or an
+# instrumentation. An app serves a request through its whole stack, without engines (no lifespan).
+_REQUEST = """
+import asyncio, json, sys
+import fastapi, redis, redis.asyncio
+BASELINE = {name for name in sys.modules if name.startswith("opentelemetry")}
+import httpx
+from app.core.config import Settings
+from app.main import create_app
+
+def served(app):
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return (await client.get("/health/live")).status_code
+    return asyncio.run(go())
+
+def layers(app):
+    names, layer = [], app.middleware_stack
+    while layer is not None:
+        names.append(type(layer).__module__ + "." + type(layer).__name__)
+        layer = getattr(layer, "app", None)
+    return names
+
+TRACING = ("opentelemetry.sdk.trace", "opentelemetry.instrumentation", "opentelemetry.exporter")
+
+def otel_loaded():  # what this process loaded of OpenTelemetry beyond those, and of tracing
+    loaded = {name for name in sys.modules if name.startswith("opentelemetry")}
+    return sorted(loaded - BASELINE) + sorted(name for name in loaded if name.startswith(TRACING))
+"""
+
+
+class TestOff:
+    def test_an_app_without_an_endpoint_loads_no_sdk_and_adds_no_middleware(self) -> None:
+        found = _run(
+            _REQUEST
+            + """
+app = create_app(Settings(env="test"))
+status = served(app)
+print(json.dumps({"status": status, "loaded": otel_loaded(), "layers": layers(app),
+                  "user": [m.cls.__module__ for m in app.user_middleware]}))
+"""
+        )
+
+        assert found["status"] == 200
+        assert found["loaded"] == []
+        assert found["layers"]  # the stack was built and walked
+        assert not [name for name in found["layers"] if name.startswith("opentelemetry")]
+        assert not [name for name in found["user"] if name.startswith("opentelemetry")]
+
+    def test_an_app_without_an_endpoint_makes_no_span_even_under_someone_else_s_provider(
+        self,
+    ) -> None:
+        # Another library of the process installs an SDK provider: an app built with tracing off
+        # still records nothing, while one built with it on records its requests (FastAPI's).
+        found = _run(
+            _REQUEST
+            + """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+
+served(create_app(Settings(env="test")))
+off = [span.name for span in exporter.get_finished_spans()]
+exporter.clear()
+on = Settings(env="test", tracing={"otlp_endpoint": "http://127.0.0.1:9"})
+served(create_app(on))
+print(json.dumps({"off": off, "on": [span.name for span in exporter.get_finished_spans()]}))
+"""
+        )
+
+        assert found["off"] == []
+        assert "GET /health/live" in found["on"]
+
+
+class TestOn:
+    def test_an_endpoint_without_the_extra_stops_the_process_with_a_clear_error(self) -> None:
+        found = _run(
+            """
+import json, sys
+for name in ("opentelemetry.sdk", "opentelemetry.exporter", "opentelemetry.instrumentation"):
+    sys.modules[name] = None  # what a process without the `tracing` extra finds
+from app.core import tracing
+from app.core.config import TracingSettings
+try:
+    tracing.setup(TracingSettings(otlp_endpoint="http://127.0.0.1:9"), role="worker",
+                  environment="test")
+except tracing.TracingUnavailable as exc:
+    print(json.dumps({"error": str(exc), "enabled": tracing.ENABLED}))
+"""
+        )
+
+        assert "taskgate[tracing]" in found["error"]
+        assert "TASKGATE_TRACING__OTLP_ENDPOINT" in found["error"]
+        assert found["enabled"] is False
+
+
+class TestTracingSettings:
+    def test_off_by_default(self) -> None:
+        assert TracingSettings().enabled is False
+
+    def test_the_endpoint_is_a_base_url_without_its_trailing_slash(self) -> None:
+        assert TracingSettings(otlp_endpoint="http://c:4318/").otlp_endpoint == "http://c:4318"
+
+    @pytest.mark.parametrize("endpoint", ["c:4318", "grpc://c:4317", ""])
+    def test_refuses_an_endpoint_that_is_not_http(self, endpoint: str) -> None:
+        with pytest.raises(ValueError, match="otlp_endpoint"):
+            TracingSettings(otlp_endpoint=endpoint)
+
+    def test_headers_are_key_value_pairs(self) -> None:
+        settings = TracingSettings(headers="x-api-key=s3cret, team = ops")
+
+        assert settings.header_pairs() == {"x-api-key": "s3cret", "team": "ops"}
+        assert "s3cret" not in repr(settings)
+
+    def test_refuses_headers_that_are_not_pairs(self) -> None:
+        with pytest.raises(ValueError, match="key=value"):
+            TracingSettings(headers="just-a-token")
