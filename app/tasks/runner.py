@@ -8,11 +8,12 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import tracing
 from app.core.config import TaskSettings
 from app.core.context import project_id_var, request_id_var, task_id_var
 from app.core.db import transaction
@@ -25,6 +26,9 @@ from app.tasks.metrics import record_attempt
 from app.tasks.models import Task
 from app.tasktypes.base import TaskCanceled, TaskContext, TaskError
 from app.tasktypes.registry import Registry, TaskTypeNotRegistered
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +54,43 @@ async def execute(
     storage: Storage,
 ) -> Outcome | None:
     """Run one attempt of a task; return how it ended (None: nothing to lease). Safe to receive
-    twice: only one worker can lease it."""
+    twice: only one worker can lease it. Traced as `task <type>` when tracing is on."""
+    if not tracing.ENABLED:
+        return await _execute(
+            sessionmaker, task_id, registry=registry, limits=limits, worker=worker, storage=storage
+        )
+    with tracing.span("task", {"taskgate.task.id": str(task_id)}) as span:
+        outcome = await _execute(
+            sessionmaker,
+            task_id,
+            registry=registry,
+            limits=limits,
+            worker=worker,
+            storage=storage,
+            span=span,
+        )
+        if span is not None:
+            span.set_attribute("taskgate.task.status", outcome["status"] if outcome else "none")
+        return outcome
+
+
+async def _execute(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    task_id: uuid.UUID,
+    *,
+    registry: Registry,
+    limits: TaskSettings,
+    worker: str,
+    storage: Storage,
+    span: Span | None = None,
+) -> Outcome | None:
     task = await grouped.lease(sessionmaker, task_id, worker=worker, lease_s=limits.lease_s)
     if task is None:
         log.info("nothing to lease", extra={"task_id": str(task_id)})
         return None  # leased elsewhere, finished, canceled or not due: ack and do nothing
+    if span is not None:
+        span.update_name(f"task {task.type}")
+        span.set_attributes(_span_attributes(task))
     task_token, project_token, request_token = (
         task_id_var.set(str(task.id)),
         project_id_var.set(str(task.project_id)),
@@ -145,7 +181,10 @@ async def _run_leased(
         stopping=lambda: context.stopping,
     )
     started = time.monotonic()
-    run = asyncio.create_task(task_type.run(task.input, context))
+    handler = task_type.run(task.input, context)
+    if tracing.ENABLED:  # the handler's own span, around the handler alone (not the heartbeats)
+        handler = tracing.traced(f"handler {task.type}", _span_attributes(task), handler)
+    run = asyncio.create_task(handler)
     stopped = await _supervise(
         sessionmaker, task, run, context, limits, deadline=started + task.timeout_s
     )
@@ -168,6 +207,16 @@ async def _run_leased(
         retryable = task_type.is_retryable(exc)
         return await _fail(sessionmaker, task, "internal", message, retryable, limits)
     return await _succeed(sessionmaker, task, result, limits, storage)
+
+
+def _span_attributes(task: Task) -> dict[str, str | int]:
+    """What a span says of an attempt: ids, type and number, never the input."""
+    return {
+        "taskgate.task.id": str(task.id),
+        "taskgate.project.id": str(task.project_id),
+        "taskgate.task.type": task.type,
+        "taskgate.task.attempt": task.attempt,
+    }
 
 
 async def _supervise(

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import tracing
 from app.core.context import request_id_var
 from app.core.db import after_commit, sessionmaker_of, transaction
 from app.worker import wire
@@ -54,6 +55,8 @@ class Message:
     # What Flower shows of the job, and the request that caused it (the `request_id` header).
     shown: Shown | None = None
     request_id: str | None = None
+    # The trace context of the span that enqueued it (`traceparent`…), when tracing is on.
+    trace: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class Publisher:
                             shadow=shown.name,
                             argsrepr=shown.args,
                             request_id=message.request_id,
+                            trace=message.trace,
                         ),
                     )
                 lengths = await pipe.execute()
@@ -202,7 +206,8 @@ _UNNAMED = Shown()
 
 def _joined(group: Sequence[Message]) -> Message:
     """One message for the items of `group` (one job, one queue), with the longest time limit,
-    an id of its own, and the request id its items share (none if they differ)."""
+    an id of its own, and the request id and trace context its items share (none if they
+    differ: the job then starts a trace of its own)."""
     if len(group) == 1:
         return group[0]
     limits = [message.time_limit for message in group]
@@ -210,8 +215,10 @@ def _joined(group: Sequence[Message]) -> Message:
     args = tuple(arg for message in group for arg in message.args)
     request_ids = {message.request_id for message in group}
     request_id = request_ids.pop() if len(request_ids) == 1 else None
+    traces = {message.trace for message in group}
+    trace = traces.pop() if len(traces) == 1 else None
     shown = wire.joined([message.shown for message in group])
-    return Message(group[0].job, args, group[0].queue, longest, shown, request_id)
+    return Message(group[0].job, args, group[0].queue, longest, shown, request_id, trace)
 
 
 async def _hand_back(
@@ -336,7 +343,9 @@ def _message(
 ) -> Message:
     time_limit = None if timeout_s is None else int(timeout_s) + HARD_LIMIT_GRACE_S
     request_id = request_id or request_id_var.get()
-    return Message(job, tuple(args), queue, time_limit, shown, request_id)
+    # Taken here, in the caller's context: the push may run later in another task's.
+    trace = tracing.headers() if tracing.ENABLED else None
+    return Message(job, tuple(args), queue, time_limit, shown, request_id, trace)
 
 
 def enqueue_committed(

@@ -12,7 +12,9 @@ and the `task-sent` event. Messages are built once per job and pipelined, many p
 What Flower and `celery inspect` show of a job is the publisher's to say: `shadow` (the name
 shown instead of the job's, such as a task's type), `argsrepr` (the args line shown instead of
 the arguments) and the Celery task `id`. `request_id`, a header of taskgate's own, is the
-`X-Request-ID` of the request that caused the job; the worker logs under it.
+`X-Request-ID` of the request that caused the job; the worker logs under it. `traceparent` (and
+`tracestate`), when tracing is on, are the W3C trace context of the span that enqueued the job:
+Celery's OpenTelemetry instrumentation reads them as the parent of the job's span.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def task_message(
     shadow: str | None = None,
     argsrepr: str | None = None,
     request_id: str | None = None,
+    trace: Sequence[tuple[str, str]] | None = None,
 ) -> bytes:
     """The bytes to `LPUSH` onto `queue` for one `name(*args)` job."""
     task_id = task_id or str(uuid.uuid4())
@@ -90,6 +93,8 @@ def task_message(
         "stamps": {},
         "request_id": request_id,
     }
+    if trace:
+        headers.update(trace)
     envelope = {
         "body": base64.b64encode(body).decode(),
         "content-encoding": "utf-8",

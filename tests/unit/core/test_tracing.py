@@ -1,4 +1,4 @@
-"""Tracing off costs nothing and loads nothing; on without the extra, it stops the process.
+"""Tracing off costs nothing and loads nothing; on, it names the parent of the jobs it enqueues.
 
 Each test runs in a process of its own: a tracer provider is process-wide and instrumentation
 patches classes, so neither may leak into this one.
@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from app.core.config import TracingSettings
+from app.worker import wire
 
 
 def _run(code: str) -> Any:
@@ -111,8 +112,51 @@ print(json.dumps({"off": off, "on": [span.name for span in exporter.get_finished
         assert found["off"] == []
         assert "GET /health/live" in found["on"]
 
+    def test_the_hot_path_helpers_do_nothing(self) -> None:
+        found = _run(
+            _REQUEST
+            + """
+import app.tasks.jobs, app.worker.scheduler
+from app.core import tracing
+from app.worker import enqueue
+from app.worker.names import Job, Queue
+with tracing.span("x") as span:
+    message = enqueue._message(Job.execute_task, ["t1"], Queue.default, None, None)
+print(json.dumps({"span": span is None, "headers": tracing.headers(), "trace": message.trace,
+    "loaded": otel_loaded()}))
+"""
+        )
+
+        assert found == {"span": True, "headers": None, "trace": None, "loaded": []}
+
 
 class TestOn:
+    def test_a_job_enqueued_inside_a_span_carries_that_span_as_its_parent(self) -> None:
+        found = _run(
+            """
+import json
+from app.core import tracing
+from app.core.config import TracingSettings
+from app.worker import enqueue
+from app.worker.names import Job, Queue
+tracing.setup(TracingSettings(otlp_endpoint="http://127.0.0.1:9"), role="api",
+              environment="test")
+with tracing.span("submit") as span:
+    message = enqueue._message(Job.execute_task, ["t1"], Queue.default, None, None)
+    context = span.get_span_context()
+outside = enqueue._message(Job.execute_task, ["t2"], Queue.default, None, None)
+print(json.dumps({"trace": message.trace, "trace_id": f"{context.trace_id:032x}",
+                  "span_id": f"{context.span_id:016x}", "outside": outside.trace}))
+"""
+        )
+
+        [(name, value)] = found["trace"]
+        assert name == "traceparent"
+        version, trace_id, span_id, flags = value.split("-")
+        assert (version, trace_id, span_id) == ("00", found["trace_id"], found["span_id"])
+        assert int(flags, 16) & 1  # sampled
+        assert found["outside"] is None  # no span current: no header
+
     def test_an_endpoint_without_the_extra_stops_the_process_with_a_clear_error(self) -> None:
         found = _run(
             """
@@ -155,3 +199,25 @@ class TestTracingSettings:
     def test_refuses_headers_that_are_not_pairs(self) -> None:
         with pytest.raises(ValueError, match="key=value"):
             TracingSettings(headers="just-a-token")
+
+
+class TestMessageHeaders:
+    def test_the_trace_context_goes_next_to_the_request_id(self) -> None:
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+        raw = wire.task_message(
+            "tasks.execute",
+            ["t1"],
+            queue="default",
+            time_limit=None,
+            request_id="r1",
+            trace=[("traceparent", traceparent)],
+        )
+
+        headers = orjson.loads(raw)["headers"]
+        assert (headers["request_id"], headers["traceparent"]) == ("r1", traceparent)
+
+    def test_no_trace_context_no_header(self) -> None:
+        raw = wire.task_message("tasks.execute", ["t1"], queue="default", time_limit=None)
+
+        assert "traceparent" not in orjson.loads(raw)["headers"]
