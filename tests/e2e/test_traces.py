@@ -25,6 +25,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.integration.webhooks.receiver import running_receiver
+from tests.integration.webhooks.support import admin_headers, create_endpoint, remove_endpoints
 from tests.platform import FAST_SETTINGS, Platform
 from tests.support import ProcessGroup, free_port, wait_until
 
@@ -258,6 +260,57 @@ class TestOneTraceFromSubmitToHandler:
             timeout_s=30,
             what="a span of the scheduler",
         )
+
+
+class TestWebhookDeliveryInTheTrace:
+    async def test_the_delivery_of_a_finished_task_continues_its_submit_s_trace(
+        self,
+        processes: ProcessGroup,
+        process_env: dict[str, str],
+        celery_control: Celery,
+        engine: AsyncEngine,
+        tmp_path: Path,
+        receiver: Receiver,
+    ) -> None:
+        platform = _platform(
+            processes,
+            process_env,
+            celery_control,
+            engine,
+            tmp_path,
+            {"TASKGATE_TRACING__OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"},
+        )
+        await platform.create_project()
+        platform.start_api()
+        platform.start_scheduler()
+        try:
+            admin = await admin_headers(platform)
+            with running_receiver() as hooks:
+                await create_endpoint(platform, admin, hooks.url, ["task.succeeded"])
+                platform.start_worker(concurrency=1)
+                task_id = await _submit_and_finish(platform, "hooked")
+                await hooks.wait_for(1, timeout_s=30)
+
+                def traces() -> tuple[set[str], set[str]]:
+                    spans = receiver.snapshot()
+                    handler = {
+                        s.trace_id
+                        for s in spans
+                        if s.name == "handler echo"
+                        and s.attributes.get("taskgate.task.id") == task_id
+                    }
+                    delivery = {s.trace_id for s in spans if s.name == "run/webhooks.deliver"}
+                    return handler, delivery
+
+                wait_until(
+                    lambda: all(traces()), timeout_s=30, what="the handler's and delivery's spans"
+                )
+        finally:
+            await remove_endpoints(platform)
+
+        handler_trace, delivery_traces = traces()
+        assert len(handler_trace) == 1
+        assert handler_trace <= delivery_traces
 
 
 class TestTracingOff:
