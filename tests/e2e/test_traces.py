@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -260,6 +261,70 @@ class TestOneTraceFromSubmitToHandler:
             timeout_s=30,
             what="a span of the scheduler",
         )
+
+
+class TestStockPreforkWorker:
+    async def test_celery_a_app_worker_s_pool_processes_trace_their_jobs_too(
+        self,
+        processes: ProcessGroup,
+        process_env: dict[str, str],
+        celery_control: Celery,
+        engine: AsyncEngine,
+        tmp_path: Path,
+        receiver: Receiver,
+    ) -> None:
+        # Tracing is set up in the main process; its prefork children inherit it across fork.
+        platform = _platform(
+            processes,
+            process_env,
+            celery_control,
+            engine,
+            tmp_path,
+            {"TASKGATE_TRACING__OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"},
+        )
+        await platform.create_project()
+        platform.start_api()
+        hostname = f"stock-trace-{free_port()}@localhost"
+        processes.start(
+            [
+                str(Path(sys.executable).parent / "celery"),
+                "-A",
+                "app",
+                "worker",
+                "--concurrency=1",
+                "--loglevel=info",
+                f"--hostname={hostname}",
+            ],
+            env={
+                **platform.env,
+                "TASKGATE_WORKER__POOL": "prefork",
+                "TASKGATE_WORKER__CONCURRENCY": "1",
+            },
+            log_path=tmp_path / "celery.log",
+        )
+
+        task_id = await _submit_and_finish(platform, "prefork")
+
+        def chain() -> list[Span]:
+            spans = receiver.snapshot()
+            handlers = [
+                s
+                for s in spans
+                if s.name == "handler echo" and s.attributes.get("taskgate.task.id") == task_id
+            ]
+            return _chain(spans, handlers[0]) if handlers else []
+
+        wait_until(
+            lambda: bool(chain()) and chain()[-1].service == "taskgate-api",
+            timeout_s=30,
+            what="the pool process's handler span under the submit request's",
+        )
+        names = [(span.service, span.name) for span in chain()]
+        assert names[:3] == [
+            ("taskgate-worker", "handler echo"),
+            ("taskgate-worker", "task echo"),
+            ("taskgate-worker", "run/tasks.execute"),
+        ]
 
 
 class TestWebhookDeliveryInTheTrace:
