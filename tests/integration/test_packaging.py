@@ -1,9 +1,10 @@
-"""The wheel as a user installs it: migrations inside, dev engines only behind extras."""
+"""The wheel as a user installs it: migrations inside; engines, Flower, tracing behind extras."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -73,6 +74,21 @@ class TestWheel:
             pulled = [line for line in requires if line.startswith(package)]
             assert pulled, f"{package} is in no extra"
             assert all("extra ==" in line for line in pulled), pulled
+
+    def test_opentelemetry_s_sdk_and_instrumentations_come_only_with_the_tracing_extra(
+        self, wheel: Path
+    ) -> None:
+        _, requires = _metadata(wheel)
+
+        pulled = [line for line in requires if line.startswith("opentelemetry")]
+        assert {re.split(r"[<>=!~ ;\[]", line)[0] for line in pulled} >= {
+            "opentelemetry-sdk",
+            "opentelemetry-exporter-otlp-proto-http",
+            "opentelemetry-instrumentation-asyncpg",
+            "opentelemetry-instrumentation-redis",
+            "opentelemetry-instrumentation-celery",
+        }
+        assert all('extra == "tracing"' in line or 'extra == "dev"' in line for line in pulled)
 
     async def test_taskgate_migrate_runs_from_the_installed_package(
         self, wheel: Path, empty_database: str, tmp_path: Path
