@@ -17,16 +17,19 @@ task's input, a result or an error message: ids, types and statuses only.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from app import __version__
 from app.core.config import TracingSettings
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import Span, Tracer
-    from opentelemetry.util.types import AttributeValue
+    from opentelemetry.sdk.trace.sampling import Sampler
+    from opentelemetry.trace import Link, Span, Tracer
+    from opentelemetry.trace.span import TraceState
+    from opentelemetry.util.types import Attributes, AttributeValue
 
 T = TypeVar("T")
 
@@ -60,7 +63,6 @@ def setup(settings: TracingSettings, *, role: str, environment: str) -> bool:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     except ImportError as exc:
         raise TracingUnavailable(
             "TASKGATE_TRACING__OTLP_ENDPOINT is set but OpenTelemetry is not installed: "
@@ -74,9 +76,7 @@ def setup(settings: TracingSettings, *, role: str, environment: str) -> bool:
             "deployment.environment.name": environment,
         }
     )
-    provider = TracerProvider(
-        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
-    )
+    provider = TracerProvider(resource=resource, sampler=_sampler(settings.sample_ratio))
     exporter = OTLPSpanExporter(
         endpoint=f"{settings.otlp_endpoint}/v1/traces", headers=settings.header_pairs()
     )
@@ -92,6 +92,44 @@ def setup(settings: TracingSettings, *, role: str, environment: str) -> bool:
     _tracer = provider.get_tracer(TRACER_NAME, __version__)
     ENABLED = True
     return True
+
+
+def _sampler(ratio: float) -> Sampler:
+    """`ratio` of the traces started here, and only by a request, a job or a scheduler pass: a
+    statement or a Redis command outside any (a broker poll, a pool's check) starts none."""
+    from opentelemetry.sdk.trace.sampling import (
+        Decision,
+        ParentBased,
+        Sampler,
+        SamplingResult,
+        TraceIdRatioBased,
+    )
+    from opentelemetry.trace import SpanKind
+
+    class NoLoneClientSpans(Sampler):
+        def __init__(self, ratio: float) -> None:
+            self._ratio = TraceIdRatioBased(ratio)
+
+        def should_sample(
+            self,
+            parent_context: Context | None,
+            trace_id: int,
+            name: str,
+            kind: SpanKind | None = None,
+            attributes: Attributes = None,
+            links: Sequence[Link] | None = None,
+            trace_state: TraceState | None = None,
+        ) -> SamplingResult:
+            if kind == SpanKind.CLIENT:
+                return SamplingResult(Decision.DROP)
+            return self._ratio.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
+
+        def get_description(self) -> str:
+            return f"NoLoneClientSpans{{{self._ratio.get_description()}}}"
+
+    return ParentBased(root=NoLoneClientSpans(ratio))
 
 
 def shutdown() -> None:

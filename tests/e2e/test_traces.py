@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.webhooks.receiver import running_receiver
@@ -33,6 +34,8 @@ from tests.support import ProcessGroup, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
+CLIENT = SpanProto.SpanKind.SPAN_KIND_CLIENT
+
 
 @dataclass(frozen=True)
 class Span:
@@ -41,6 +44,7 @@ class Span:
     trace_id: str
     span_id: str
     parent_id: str
+    kind: int  # the protocol's `Span.SpanKind`
     attributes: dict[str, str | int | float | bool]
 
 
@@ -102,6 +106,7 @@ class Receiver:
                             trace_id=span.trace_id.hex(),
                             span_id=span.span_id.hex(),
                             parent_id=span.parent_span_id.hex(),
+                            kind=span.kind,
                             attributes={a.key: _value(a.value) for a in span.attributes},
                         )
                     )
@@ -255,6 +260,8 @@ class TestOneTraceFromSubmitToHandler:
         }
         # The input never reaches a span, nor do its values.
         assert not [s for s in spans if any(marker in str(v) for v in s.attributes.values())]
+        # A statement or command outside any request, job or pass (a broker poll) starts none.
+        assert not [s for s in spans if s.kind == CLIENT and not s.parent_id]
         # The scheduler traces its passes as a process of its own.
         wait_until(
             lambda: any(s.service == "tg-scheduler" for s in receiver.snapshot()),

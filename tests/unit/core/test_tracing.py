@@ -157,6 +157,28 @@ print(json.dumps({"trace": message.trace, "trace_id": f"{context.trace_id:032x}"
         assert int(flags, 16) & 1  # sampled
         assert found["outside"] is None  # no span current: no header
 
+    def test_a_statement_outside_any_request_job_or_pass_starts_no_trace(self) -> None:
+        found = _run(
+            """
+import json
+from opentelemetry import trace
+from app.core import tracing
+from app.core.config import TracingSettings
+tracing.setup(TracingSettings(otlp_endpoint="http://127.0.0.1:9"), role="worker",
+              environment="test")
+tracer = trace.get_tracer("test")
+lone = tracer.start_span("LPUSH", kind=trace.SpanKind.CLIENT)
+with tracing.span("task echo") as attempt:
+    inner = tracer.start_span("LPUSH", kind=trace.SpanKind.CLIENT)
+    recorded = attempt.is_recording()  # (an ended span records nothing more)
+server = tracer.start_span("GET /x", kind=trace.SpanKind.SERVER)
+print(json.dumps({"lone": lone.is_recording(), "attempt": recorded,
+                  "inner": inner.is_recording(), "server": server.is_recording()}))
+"""
+        )
+
+        assert found == {"lone": False, "attempt": True, "inner": True, "server": True}
+
     def test_an_endpoint_without_the_extra_stops_the_process_with_a_clear_error(self) -> None:
         found = _run(
             """
