@@ -40,6 +40,15 @@ class DatabaseSettings(BaseModel):
     # TLS to a managed PostgreSQL: disable | require | verify-ca | verify-full.
     sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "disable"
     ssl_ca_file: Path | None = None
+    # Prepared statements kept per connection, by asyncpg and by SQLAlchemy's driver. 0 behind
+    # PgBouncer in transaction mode (a server connection serves many clients, so a statement
+    # prepared on it is not the client's): every statement is then prepared anew, unnamed by
+    # asyncpg and under a unique name by SQLAlchemy.
+    statement_cache_size: int = Field(100, ge=0, le=10_000)
+    # Long-polls wait on LISTEN, which needs a session of its own: behind PgBouncer in
+    # transaction mode, a URL that reaches PostgreSQL directly (or a session-mode pool). None:
+    # `url`.
+    listen_url: str | None = None
 
     @model_validator(mode="after")
     def _ca_for_verification(self) -> Self:

@@ -6,6 +6,7 @@ import enum
 import functools
 import logging
 import ssl
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -74,6 +75,7 @@ class TimestampMixin:
 def connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     args: dict[str, Any] = {
         "timeout": settings.connect_timeout_s,
+        "statement_cache_size": settings.statement_cache_size,
         "server_settings": {
             "application_name": "taskgate",
             "statement_timeout": str(settings.statement_timeout_ms),
@@ -93,6 +95,22 @@ def connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     return args
 
 
+def _unique_statement_name() -> str:
+    return f"__taskgate_{uuid.uuid4().hex}__"
+
+
+def _driver_statement_cache(settings: DatabaseSettings) -> dict[str, Any]:
+    """SQLAlchemy's asyncpg driver keeps prepared statements of its own (by default named
+    `__asyncpg_stmt_<n>__`, a per-connection counter that collides on a server connection
+    PgBouncer shares): without a cache, each one gets a unique name."""
+    if settings.statement_cache_size:
+        return {"prepared_statement_cache_size": settings.statement_cache_size}
+    return {
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unique_statement_name,
+    }
+
+
 def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
     """An asyncpg engine with the pool, timeouts and TLS of `settings`."""
     options: dict[str, Any] = {
@@ -101,7 +119,7 @@ def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
         "pool_timeout": settings.pool_timeout_s,
         "pool_pre_ping": settings.pool_pre_ping,
         "pool_recycle": settings.pool_recycle_s,
-        "connect_args": connect_args(settings),
+        "connect_args": {**connect_args(settings), **_driver_statement_cache(settings)},
     }
     options.update(overrides)
     if options.get("poolclass") is NullPool:

@@ -48,7 +48,7 @@ class TaskWaiter:
             await asyncio.gather(self._keeper, return_exceptions=True)
 
     async def _keep_listening(self) -> None:
-        url = make_url(self.settings.url).set(drivername="postgresql")
+        url = make_url(self.settings.listen_url or self.settings.url).set(drivername="postgresql")
         dsn = url.render_as_string(hide_password=False)
         options = connect_args(self.settings)
         options.pop("server_settings", None)
