@@ -120,6 +120,9 @@ class TestSettingsAndCommands:
         settings = Settings()
 
         assert settings.env.value == "production"
+        # Behind PgBouncer's transaction pool (tests/deploy/test_pgbouncer.py).
+        assert settings.database.statement_cache_size == 0
+        assert settings.database.listen_url is not None
 
     @pytest.mark.parametrize("workload", sorted(_pod_specs()))
     def test_runs_a_command_of_the_cli_from_the_one_image(self, workload: str) -> None:
