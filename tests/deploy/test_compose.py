@@ -1,9 +1,11 @@
-"""deploy/docker-compose.staging.yml, checked offline: the Compose specification's schema, and
-that what it runs, names and waits for exists (settings, commands, health checks, files)."""
+"""deploy/docker-compose.staging.yml and the laptop's deploy/docker-compose.yml, checked offline:
+the Compose specification's schema, and that what they run, name and wait for exists (settings,
+commands, health checks, files)."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,23 +16,46 @@ from tests.support import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
 STAGING = DEPLOY / "docker-compose.staging.yml"
+LAPTOP = DEPLOY / "docker-compose.yml"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 TASKGATE_SERVICES = {"api-1", "api-2", "api-3", "worker", "scheduler", "migrate", "flower"}
 API_SERVICES = {"api-1", "api-2", "api-3"}
+# The processes of each file that run the taskgate image, and the environment each runs in.
+PROCESSES = {
+    STAGING: (TASKGATE_SERVICES, "staging"),
+    LAPTOP: ({"api", "worker", "scheduler", "migrate"}, "local"),
+}
+# Compose's own variables (image names, the bucket and the public S3 address), not settings.
+COMPOSE_VARIABLES = {
+    "TASKGATE_IMAGE",
+    "TASKGATE_FLOWER_IMAGE",
+    "TASKGATE_S3_BUCKET",
+    "TASKGATE_PUBLIC_S3_URL",
+}
 # ${NAME}, ${NAME:-default}, ${NAME:?error}; `$$` is a literal dollar for the container's shell.
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?]))?[^}]*\}")
 
 
+def _load(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = load_yaml(path)
+    return loaded
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = load_yaml(STAGING)
-    return loaded
+    return _load(STAGING)
 
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = compose["services"]
     return found
+
+
+@pytest.fixture(scope="module", params=[STAGING, LAPTOP], ids=["staging", "laptop"])
+def compose_file(request: pytest.FixtureRequest) -> Path:
+    path: Path = request.param
+    return path
 
 
 def _env_example() -> dict[str, str]:
@@ -56,12 +81,127 @@ def _interpolated(text: str, values: dict[str, str]) -> str:
     return INTERPOLATION.sub(one, text)
 
 
-class TestStagingCompose:
-    def test_validates_against_the_compose_specification(self) -> None:
-        checked = check_jsonschema("vendor.compose-spec", STAGING)
+class TestEveryComposeFile:
+    def test_validates_against_the_compose_specification(self, compose_file: Path) -> None:
+        checked = check_jsonschema("vendor.compose-spec", compose_file)
 
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
+    def test_every_taskgate_variable_is_a_setting(self, compose_file: Path) -> None:
+        names = {
+            name
+            for service in _load(compose_file)["services"].values()
+            for name in service.get("environment", {})
+            if name.startswith("TASKGATE_")
+        }
+        if compose_file == STAGING:
+            names |= {name for name in _env_example() if name.startswith("TASKGATE_")}
+
+        assert "TASKGATE_DATABASE__URL" in names
+        assert {name for name in names - COMPOSE_VARIABLES if not is_setting(name)} == set()
+
+    def test_each_process_gets_settings_that_validate(
+        self, compose_file: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        processes, environment = PROCESSES[compose_file]
+        services = _load(compose_file)["services"]
+        # The laptop's file sets nothing: every variable it reads has a default.
+        filled = {}
+        if compose_file == STAGING:
+            filled = {name: value or "s" * 48 for name, value in _env_example().items()}
+
+        for name in processes:
+            with monkeypatch.context() as env:
+                for variable, value in services[name]["environment"].items():
+                    env.setenv(variable, _interpolated(str(value), filled))
+
+                settings = Settings()
+
+            assert settings.env.value == environment, name
+            assert settings.database.url.startswith("postgresql+asyncpg://taskgate:"), name
+            assert settings.s3.endpoint_url == "http://minio:9000", name
+
+    def test_runs_commands_the_cli_has(self, compose_file: Path) -> None:
+        processes, _ = PROCESSES[compose_file]
+        services = _load(compose_file)["services"]
+
+        for name in processes - {"flower"}:
+            check_command(services[name]["command"])
+
+    def test_workers_scale_with_no_fixed_name_or_host_port(self, compose_file: Path) -> None:
+        services = _load(compose_file)["services"]
+
+        assert "ports" not in services["worker"]
+        assert all("container_name" not in service for service in services.values())
+        replicated = {
+            name for name, service in services.items() if "replicas" in service.get("deploy", {})
+        }
+        assert replicated <= {"worker"}
+
+    def test_everything_waits_for_the_migration_and_the_engines(self, compose_file: Path) -> None:
+        processes, _ = PROCESSES[compose_file]
+        services = _load(compose_file)["services"]
+
+        for name in processes - {"migrate", "flower"}:
+            depends_on = services[name]["depends_on"]
+            assert depends_on["migrate"] == {"condition": "service_completed_successfully"}, name
+            assert depends_on["postgres"] == {"condition": "service_healthy"}, name
+            assert depends_on["redis"] == {"condition": "service_healthy"}, name
+            assert depends_on["minio-init"] == {"condition": "service_completed_successfully"}
+        assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+
+    def test_waits_only_on_health_checks_and_one_shots_that_exist(self, compose_file: Path) -> None:
+        services = _load(compose_file)["services"]
+
+        for name, service in services.items():
+            for target, how in service.get("depends_on", {}).items():
+                waited = services[target]
+                if how["condition"] == "service_healthy":
+                    assert not waited.get("healthcheck", {}).get("disable"), (name, target)
+                    assert waited.get("healthcheck", {}).get("test"), (name, target)
+                else:
+                    assert how["condition"] == "service_completed_successfully", (name, target)
+                    assert waited["restart"] == "no", target
+
+    def test_every_long_running_service_has_a_health_check(self, compose_file: Path) -> None:
+        services = _load(compose_file)["services"]
+        one_shots = {name for name, service in services.items() if service.get("restart") == "no"}
+
+        assert one_shots == {"migrate", "minio-init"}
+        for name in set(services) - one_shots:
+            assert services[name]["healthcheck"]["test"], name
+
+    def test_redis_keeps_jobs_across_restarts_and_never_evicts_them(
+        self, compose_file: Path
+    ) -> None:
+        redis = _load(compose_file)["services"]["redis"]
+        command = redis["command"]
+        options = dict(zip(command[1::2], command[2::2], strict=True))
+
+        assert options["--appendonly"] == "yes"
+        assert options["--appendfsync"] == "everysec"
+        assert options["--maxmemory-policy"] == "noeviction"
+        assert any(volume.endswith(":/data") for volume in redis["volumes"])
+
+    def test_postgres_keeps_its_data_in_a_volume(self, compose_file: Path) -> None:
+        compose = _load(compose_file)
+        [volume] = compose["services"]["postgres"]["volumes"]
+        name, target = volume.split(":")
+
+        assert target == "/var/lib/postgresql/data"
+        assert name in compose["volumes"]
+
+
+def test_the_laptop_file_follows_the_development_row() -> None:
+    services = _load(LAPTOP)["services"]
+    worker = services["worker"]
+
+    assert worker["environment"]["TASKGATE_WORKER__CONCURRENCY"] == "2"
+    assert worker["deploy"]["resources"]["limits"] == {"cpus": "1", "memory": "512M"}
+    assert services["api"]["ports"] == ["127.0.0.1:8000:8000"]
+
+
+class TestStagingCompose:
     def test_has_every_service_of_the_stack(self, services: dict[str, Any]) -> None:
         assert set(services) == TASKGATE_SERVICES | {
             "nginx",
@@ -75,32 +215,11 @@ class TestStagingCompose:
             "grafana",
         }
 
-    def test_every_taskgate_variable_is_a_setting(self, services: dict[str, Any]) -> None:
-        names = {
-            name
-            for service in services.values()
-            for name in service.get("environment", {})
-            if name.startswith("TASKGATE_")
-        } | {name for name in _env_example() if name.startswith("TASKGATE_")}
-        names -= {"TASKGATE_IMAGE", "TASKGATE_FLOWER_IMAGE", "TASKGATE_S3_BUCKET"}
-        names -= {"TASKGATE_PUBLIC_S3_URL"}  # compose's own variables, not the app's
+    def test_trusts_request_ids_from_its_own_network_only(self, compose: dict[str, Any]) -> None:
+        [subnet] = compose["networks"]["taskgate"]["ipam"]["config"]
+        trusted = compose["services"]["api-1"]["environment"]["TASKGATE_API__TRUSTED_PROXIES"]
 
-        assert {name for name in names if not is_setting(name)} == set()
-        assert "TASKGATE_DATABASE__URL" in names
-
-    @pytest.mark.parametrize("service", sorted(TASKGATE_SERVICES))
-    def test_each_process_gets_settings_that_validate(
-        self, service: str, services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        filled = {name: value or "s" * 48 for name, value in _env_example().items()}
-        for name, value in services[service]["environment"].items():
-            monkeypatch.setenv(name, _interpolated(str(value), filled))
-
-        settings = Settings()
-
-        assert settings.env.value == "staging"
-        assert settings.database.url.startswith("postgresql+asyncpg://taskgate:")
-        assert settings.api.trusted_proxies
+        assert trusted == f'["{subnet["subnet"]}"]'
 
     def test_every_variable_without_a_default_is_in_the_env_example(self) -> None:
         required = {
@@ -112,20 +231,12 @@ class TestStagingCompose:
         assert required
         assert required <= set(_env_example())
 
-    @pytest.mark.parametrize("service", sorted(TASKGATE_SERVICES - {"flower"}))
-    def test_runs_commands_the_cli_has(self, service: str, services: dict[str, Any]) -> None:
-        check_command(services[service]["command"])
-
-    def test_workers_scale_with_no_fixed_name_or_host_port(self, services: dict[str, Any]) -> None:
+    def test_runs_three_workers_of_the_staging_row(self, services: dict[str, Any]) -> None:
         worker = services["worker"]
 
         assert worker["deploy"]["replicas"] == 3
-        assert "ports" not in worker
-        assert all("container_name" not in service for service in services.values())
-        replicated = {
-            name for name, service in services.items() if "replicas" in service.get("deploy", {})
-        }
-        assert replicated == {"worker"}
+        assert worker["environment"]["TASKGATE_WORKER__CONCURRENCY"] == "4"
+        assert worker["deploy"]["resources"]["limits"] == {"cpus": "2", "memory": "1G"}
 
     def test_three_api_replicas_behind_nginx(self, services: dict[str, Any]) -> None:
         nginx_conf = (DEPLOY / "nginx" / "nginx.conf").read_text()
@@ -135,54 +246,6 @@ class TestStagingCompose:
         assert {services[api]["command"][0] for api in API_SERVICES} == {"api"}
         assert all("ports" not in services[api] for api in API_SERVICES)
         assert set(services["nginx"]["depends_on"]) == API_SERVICES
-
-    def test_everything_waits_for_the_migration_and_the_engines(
-        self, services: dict[str, Any]
-    ) -> None:
-        for name in TASKGATE_SERVICES - {"migrate", "flower"}:
-            depends_on = services[name]["depends_on"]
-            assert depends_on["migrate"] == {"condition": "service_completed_successfully"}, name
-            assert depends_on["postgres"] == {"condition": "service_healthy"}, name
-            assert depends_on["redis"] == {"condition": "service_healthy"}, name
-            assert depends_on["minio-init"] == {"condition": "service_completed_successfully"}
-
-    def test_waits_only_on_health_checks_and_one_shots_that_exist(
-        self, services: dict[str, Any]
-    ) -> None:
-        for name, service in services.items():
-            for target, how in service.get("depends_on", {}).items():
-                waited = services[target]
-                if how["condition"] == "service_healthy":
-                    assert not waited.get("healthcheck", {}).get("disable"), (name, target)
-                    assert waited.get("healthcheck", {}).get("test"), (name, target)
-                else:
-                    assert how["condition"] == "service_completed_successfully", (name, target)
-                    assert waited["restart"] == "no", target
-
-    def test_every_long_running_service_has_a_health_check(self, services: dict[str, Any]) -> None:
-        one_shots = {name for name, service in services.items() if service.get("restart") == "no"}
-
-        assert one_shots == {"migrate", "minio-init"}
-        for name in set(services) - one_shots:
-            assert services[name]["healthcheck"]["test"], name
-
-    def test_redis_keeps_jobs_across_restarts_and_never_evicts_them(
-        self, services: dict[str, Any]
-    ) -> None:
-        command = services["redis"]["command"]
-        options = dict(zip(command[1::2], command[2::2], strict=True))
-
-        assert options["--appendonly"] == "yes"
-        assert options["--appendfsync"] == "everysec"
-        assert options["--maxmemory-policy"] == "noeviction"
-        assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
-
-    def test_postgres_keeps_its_data_in_a_volume(self, compose: dict[str, Any]) -> None:
-        [volume] = compose["services"]["postgres"]["volumes"]
-        name, target = volume.split(":")
-
-        assert target == "/var/lib/postgresql/data"
-        assert name in compose["volumes"]
 
     def test_mounts_only_files_of_the_repository_or_made_by_its_scripts(
         self, services: dict[str, Any], compose: dict[str, Any]
