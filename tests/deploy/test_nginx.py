@@ -3,6 +3,8 @@
 The file is used as it is, but for the upstream servers (two API processes on 127.0.0.1 instead
 of the compose services), the listen ports (free ones on 127.0.0.1) and the certificate paths (a
 certificate made by deploy/make-cert.sh): `_render` fails if any of these is no longer there.
+Run by another user than root (CI), it also puts nginx's temporary files in the test's
+directory, as that user cannot write nginx's own.
 """
 
 from __future__ import annotations
@@ -56,7 +58,13 @@ def _render(
     for old, new in replacements.items():
         assert conf.count(old) == 1, f"nginx.conf no longer has {old!r}"
         conf = conf.replace(old, new)
-    return conf
+    if os.geteuid() == 0:  # its workers run as nobody, who cannot enter the test's directory
+        return conf
+    temporary = "".join(
+        f"    {kind}_temp_path {tls_dir.parent / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return conf.replace("http {\n", "http {\n" + temporary, 1)
 
 
 @dataclass
