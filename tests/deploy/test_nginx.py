@@ -92,7 +92,7 @@ def _access_request_ids(log: Path) -> list[str]:
 @contextlib.contextmanager
 def _proxy(group: ProcessGroup, process_env: dict[str, str], tmp_path: Path) -> Iterator[Proxied]:
     """Two API processes and nginx in front of them, all stopped when the block ends."""
-    nginx = debian_tool("nginx", "nginx-light")
+    nginx = debian_tool("nginx", "nginx")
     tls_dir = tmp_path / "tls"
     made = subprocess.run(  # noqa: S603 - the project's script
         [str(MAKE_CERT), str(tls_dir), "localhost"],
