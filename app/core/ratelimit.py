@@ -41,31 +41,33 @@ BACKLOG_KEY = "taskgate:backlog"
 ALL_PROJECTS = "*"
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
-# KEYS: every bucket of every request, in order. ARGV: per request, its number of buckets, then
-# four per bucket: its kind, two values and its cost. A rate (kind 0): its emission interval (µs
-# per request) and its period (µs, the burst); KEYS holds its arrival time. A cap (kind 1): the
-# most it may count, and its field in the hash that KEYS names.
-# Answers per request: admitted (1/0), the µs to wait before a retry could pass, the position of
-# the first bucket that refused (0: none), then per bucket a rate's µs ahead of now once this
-# request is counted (as it stands, if refused) or a cap's count.
+# One run checks many requests. KEYS: the keys they name, each once. ARGV[1]: the requests, as
+# tokens separated by spaces: per request its number of limits, then five per limit: its kind,
+# the position of its key in KEYS, two values and its cost. A rate (kind 0): its emission interval
+# (µs per request) and its period (µs, the burst); its key holds the arrival time. A cap (kind 1):
+# the most it may count, and its field in the hash its key names.
+# The answer is one string of tokens too, per request: admitted (1/0), the µs to wait before a
+# retry could pass, the position of the first limit that refused (0: none), then per limit a
+# rate's µs ahead of now once this request is counted (as it stands, if refused) or a cap's count.
+# (Arguments and answers as two strings: the client packs and parses two values, not hundreds.)
 _SCRIPT = """
 local now_pair = redis.call('TIME')
 local now = tonumber(now_pair[1]) * 1000000 + tonumber(now_pair[2])
+local t = {}
+for token in string.gmatch(ARGV[1], '%S+') do t[#t + 1] = token end
 local out = {}
-local key_at, arg_at = 1, 1
-while arg_at <= #ARGV do
-  local count = tonumber(ARGV[arg_at])
-  arg_at = arg_at + 1
+local at = 1
+while at <= #t do
+  local count = tonumber(t[at])
+  at = at + 1
   local admitted, wait, refused_by = 1, 0, 0
-  local kinds, olds, news, fields = {}, {}, {}, {}
+  local kinds, keys, olds, news, fields = {}, {}, {}, {}, {}
   for b = 1, count do
-    local kind = tonumber(ARGV[arg_at])
-    local cost = tonumber(ARGV[arg_at + 3])
-    local key = KEYS[key_at + b - 1]
+    local kind, key, cost = tonumber(t[at]), KEYS[tonumber(t[at + 1])], tonumber(t[at + 4])
     local refused = false
-    kinds[b] = kind
+    kinds[b], keys[b] = kind, key
     if kind == 0 then
-      local interval, period = tonumber(ARGV[arg_at + 1]), tonumber(ARGV[arg_at + 2])
+      local interval, period = tonumber(t[at + 2]), tonumber(t[at + 3])
       local tat = tonumber(redis.call('GET', key) or now)
       if tat < now then tat = now end
       olds[b], news[b] = tat - now, tat + interval * cost - now
@@ -74,7 +76,7 @@ while arg_at <= #ARGV do
         if news[b] - period > wait then wait = news[b] - period end
       end
     else
-      local cap, field = tonumber(ARGV[arg_at + 1]), ARGV[arg_at + 2]
+      local cap, field = tonumber(t[at + 2]), t[at + 3]
       local held = tonumber(redis.call('HGET', key, field) or 0)
       fields[b] = field
       olds[b], news[b] = held, held + cost
@@ -84,28 +86,26 @@ while arg_at <= #ARGV do
       admitted = 0
       if refused_by == 0 then refused_by = b end
     end
-    arg_at = arg_at + 4
+    at = at + 5
   end
   out[#out + 1] = admitted
-  out[#out + 1] = math.ceil(wait)
+  out[#out + 1] = string.format('%.0f', math.ceil(wait))
   out[#out + 1] = refused_by
   for b = 1, count do
-    local key = KEYS[key_at + b - 1]
+    local value = olds[b]
     if admitted == 1 then
+      value = news[b]
       if kinds[b] == 0 then
-        redis.call('SET', key, string.format('%.0f', news[b] + now),
-          'PX', math.ceil(news[b] / 1000) + 1)
+        redis.call('SET', keys[b], string.format('%.0f', value + now),
+          'PX', math.ceil(value / 1000) + 1)
       else
-        redis.call('HINCRBY', key, fields[b], news[b] - olds[b])
+        redis.call('HINCRBY', keys[b], fields[b], value - olds[b])
       end
-      out[#out + 1] = math.ceil(news[b])
-    else
-      out[#out + 1] = math.ceil(olds[b])
     end
+    out[#out + 1] = string.format('%.0f', math.ceil(value))
   end
-  key_at = key_at + count
 end
-return out
+return table.concat(out, ' ')
 """
 
 _US = 1_000_000
@@ -284,30 +284,33 @@ class RateLimiter:
         return UNCHECKED
 
     async def _run(self, requests: Sequence[Sequence[Limit]]) -> list[Verdict]:
-        keys: list[str] = []
-        args: list[int | str] = []
+        keys: dict[str, int] = {}
+        tokens: list[str] = []
         for limits in requests:
-            args.append(len(limits))
+            tokens.append(str(len(limits)))
             for limit in limits:
                 if isinstance(limit, Bucket):
-                    keys.append(KEY_PREFIX + limit.key)
+                    key = KEY_PREFIX + limit.key
                     period_us = round(limit.period_s * _US)
-                    args += [0, max(1, period_us // limit.limit), period_us, limit.cost]
+                    pair = (str(max(1, period_us // limit.limit)), str(period_us))
+                    kind = "0"
                 else:
-                    keys.append(limit.key)
-                    args += [1, limit.cap, limit.field, limit.cost]
+                    key, pair, kind = limit.key, (str(limit.cap), limit.field), "1"
+                position = keys.setdefault(key, len(keys) + 1)
+                tokens += (kind, str(position), *pair, str(limit.cost))
         try:
             async with asyncio.timeout(self.settings.timeout_s):
-                answer = await self._script(keys=keys, args=args)
+                answer = await self._script(keys=list(keys), args=[" ".join(tokens)])
         except REDIS_ERRORS as exc:
             self._open_until = time.monotonic() + self.settings.breaker_s
             log.warning("rate limits unchecked: Redis failed", extra={"error": repr(exc)})
             return [UNCHECKED] * len(requests)
+        numbers = [int(token) for token in answer.split()]
         verdicts: list[Verdict] = []
         at = 0
         for limits in requests:
-            admitted, wait_us, refused_at = (int(value) for value in answer[at : at + 3])
-            values = [int(value) for value in answer[at + 3 : at + 3 + len(limits)]]
+            admitted, wait_us, refused_at = numbers[at : at + 3]
+            values = numbers[at + 3 : at + 3 + len(limits)]
             at += 3 + len(limits)
             verdicts.append(_verdict(limits, bool(admitted), wait_us, refused_at, values))
         return verdicts
