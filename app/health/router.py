@@ -32,7 +32,8 @@ class DependencyCheck(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ok", "failed"]
+    # degraded: only Redis failed, and the caller said it can serve without it (`degraded_ok`).
+    status: Literal["ok", "degraded", "failed"]
     checks: dict[str, DependencyCheck]
 
 
@@ -60,8 +61,16 @@ async def _check(
     "/health/ready",
     responses={503: {"model": Readiness, "description": "A dependency did not answer"}},
 )
-async def get_readiness(request: Request, response: Response) -> Readiness:
-    """200 when PostgreSQL, Redis and S3 all answer within the check timeout; 503 naming any that failed."""
+async def get_readiness(
+    request: Request, response: Response, degraded_ok: bool = False
+) -> Readiness:
+    """200 when PostgreSQL, Redis and S3 all answer within the check timeout; 503 naming any that
+    failed.
+
+    With `degraded_ok=true` (for a load balancer's or Kubernetes' readiness probe), Redis failing
+    alone answers 200 with status `degraded`: without Redis the API still serves reads and
+    accepts tasks (the scheduler publishes them once it is back; rate limits fail open or closed
+    by setting), so the process should stay in service."""
     settings: Settings = request.app.state.settings
     timeout_s = settings.health.check_timeout_s
 
@@ -83,10 +92,13 @@ async def get_readiness(request: Request, response: Response) -> Readiness:
         )
     )
     checks = dict(zip(names, results, strict=True))
-    ready = all(check.status == "ok" for check in results)
-    if not ready:
-        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return Readiness(status="ok" if ready else "failed", checks=checks)
+    failed = {name for name, check in checks.items() if check.status != "ok"}
+    if not failed:
+        return Readiness(status="ok", checks=checks)
+    if degraded_ok and failed == {"redis"}:
+        return Readiness(status="degraded", checks=checks)
+    response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Readiness(status="failed", checks=checks)
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=True)

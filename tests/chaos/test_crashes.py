@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from celery import Celery
 from redis import Redis as SyncRedis
@@ -199,6 +200,15 @@ class TestRedisDown:
         valkey_group.stop(valkey)
         task_ids = await platform.submit_many(20, {"type": "echo"}, concurrency=5)
         queued_while_down = await platform.statuses(task_ids)
+        # Reads are served too, and a readiness probe that can live without Redis keeps the API.
+        async with httpx.AsyncClient(base_url=platform.base_url, timeout=10) as client:
+            read = await client.get(f"/v1/tasks/{task_ids[0]}", headers=platform.headers)
+            strict = await client.get("/health/ready")
+            tolerant = await client.get("/health/ready", params={"degraded_ok": "true"})
+        assert read.status_code == 200
+        assert read.json()["status"] == "queued"
+        assert strict.status_code == 503
+        assert (tolerant.status_code, tolerant.json()["status"]) == (200, "degraded")
         valkey_group.start(valkey_argv, env={}, log_path=tmp_path / "valkey-2.log")
         counts = await platform.wait_terminal(task_ids, timeout_s=120)
         settings_celery.close()

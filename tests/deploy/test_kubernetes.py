@@ -178,7 +178,10 @@ class TestPods:
         [port] = api["ports"]
 
         assert api["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": port["name"]}
-        assert api["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": port["name"]}
+        assert api["readinessProbe"]["httpGet"] == {
+            "path": "/health/ready?degraded_ok=true",
+            "port": port["name"],
+        }
         assert port["containerPort"] == 8000
 
     def test_the_worker_serves_its_metrics_where_prometheus_is_told_and_allowed(self) -> None:

@@ -7,12 +7,12 @@ from app.main import create_app
 from tests.support import free_port
 
 
-async def _readiness(settings: Settings) -> httpx.Response:
+async def _readiness(settings: Settings, path: str = "/health/ready") -> httpx.Response:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return await client.get("/health/ready")
+            return await client.get(path)
 
 
 def _with(settings: Settings, **groups: dict[str, object]) -> Settings:
@@ -64,6 +64,22 @@ class TestReadiness:
         checks = response.json()["checks"]
         assert checks["redis"]["status"] == "failed"
         assert checks["postgres"]["status"] == checks["s3"]["status"] == "ok"
+
+    async def test_a_probe_that_can_serve_without_redis_hears_degraded(
+        self, settings: Settings
+    ) -> None:
+        dead_redis = _with(settings, redis={"url": f"redis://127.0.0.1:{free_port()}/0"})
+        response = await _readiness(dead_redis, "/health/ready?degraded_ok=true")
+
+        assert response.status_code == 200
+        assert response.json()["status"] == "degraded"
+        assert response.json()["checks"]["redis"]["status"] == "failed"
+        # PostgreSQL away is never a degraded state: nothing can be accepted without it.
+        dead = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/taskgate"
+        both = _with(dead_redis, database={"url": dead})
+        response = await _readiness(both, "/health/ready?degraded_ok=true")
+        assert response.status_code == 503
+        assert response.json()["status"] == "failed"
 
     async def test_names_s3_when_the_bucket_is_missing(self, settings: Settings) -> None:
         response = await _readiness(_with(settings, s3={"bucket": "no-such-bucket-here"}))
