@@ -30,6 +30,7 @@ from app.files.upload import max_body_bytes
 from app.health.router import router as health_router
 from app.projects.limits import rates_lookup
 from app.projects.router import router as projects_router
+from app.tasks.cache import TaskCache
 from app.tasks.router import router as tasks_router
 from app.tasks.waiter import TaskWaiter
 from app.webhooks.router import router as webhooks_router
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = redis
+        if settings.cache.enabled:
+            app.state.task_cache = TaskCache(redis, settings.cache)
         if settings.rate_limits.enabled:
             app.state.admission = Admission(
                 RateLimiter(redis, settings.rate_limits),

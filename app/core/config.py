@@ -382,6 +382,14 @@ class RateLimitSettings(BaseModel):
     register_per_ip_per_minute: int = Field(30, ge=1, le=1_000_000)
 
 
+class CacheSettings(BaseModel):
+    """The read-through cache of finished tasks in Redis (`tasks/cache.py`)."""
+
+    enabled: bool = True
+    task_ttl_s: int = Field(30, ge=1, le=3600)  # how long a finished task is kept
+    breaker_s: float = Field(5.0, ge=0, le=300)  # Redis is skipped this long after a failure
+
+
 class HealthSettings(BaseModel):
     check_timeout_s: float = Field(2.0, gt=0, le=30)
 
@@ -463,6 +471,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     projects: ProjectDefaults = Field(default_factory=ProjectDefaults)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @model_validator(mode="after")

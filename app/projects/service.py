@@ -128,9 +128,15 @@ def _api_key_role(
     return effective
 
 
-def authorize_api_key(*, project_id: uuid.UUID, principal: Principal, role: Role) -> ProjectAccess:
+def authorize_api_key(
+    *,
+    project_id: uuid.UUID,
+    principal: Principal,
+    role: Role,
+    hidden_as: type[NotFound] = ProjectNotFound,
+) -> ProjectAccess:
     """`authorize` for an API key: its own project and scopes decide, no query needed."""
-    effective = _api_key_role(project_id, principal, role)
+    effective = _api_key_role(project_id, principal, role, hidden_as)
     return ProjectAccess(project_id=project_id, role=effective, principal=principal)
 
 

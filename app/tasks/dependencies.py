@@ -1,4 +1,4 @@
-"""FastAPI loaders for the task routes: the registry and the long-poll waiter."""
+"""FastAPI loaders for the task routes: the registry, the long-poll waiter and the task cache."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from app.tasks.cache import TaskCache
 from app.tasks.waiter import TaskWaiter
 from app.tasktypes.registry import Registry, get_registry
 
@@ -15,11 +16,17 @@ async def _waiter(request: Request) -> TaskWaiter:
     return waiter
 
 
+async def _task_cache(request: Request) -> TaskCache | None:
+    cache: TaskCache | None = getattr(request.app.state, "task_cache", None)
+    return cache
+
+
 async def _registry() -> Registry:
     return get_registry()
 
 
 WaiterDep = Annotated[TaskWaiter, Depends(_waiter)]
+TaskCacheDep = Annotated[TaskCache | None, Depends(_task_cache)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 IdempotencyKey = Annotated[
     str | None,

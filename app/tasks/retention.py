@@ -4,26 +4,38 @@ may run it at once: `SKIP LOCKED`; a pass interrupted halfway is simply done aga
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.db import transaction, utc_now
+from app.core.db import after_commit, transaction, utc_now
 from app.events import service as event_service
 from app.files import service as file_service
 from app.files.retention import RetentionStep
 from app.files.storage import Storage
+from app.tasks import cache as task_cache
 from app.tasks.repository import TaskRepository
 
 
 async def expire_results(
-    session: AsyncSession, *, storage: Storage, finished_before: datetime, limit: int
+    session: AsyncSession,
+    *,
+    storage: Storage,
+    finished_before: datetime,
+    limit: int,
+    redis: Redis | None = None,
 ) -> int:
     """Drop the results of up to `limit` tasks that succeeded before `finished_before`, with their
-    S3 objects (deleted before the commit; deleting again after a failed commit is harmless)."""
+    S3 objects (deleted before the commit; deleting again after a failed commit is harmless) and,
+    once committed, their copies in the task cache (`cache.py`) on `redis`."""
     expired = await TaskRepository(session).expire_results(
         finished_before=finished_before, limit=limit
     )
+    if redis is not None and expired:
+        task_ids = [task_id for task_id, _, _ in expired]
+        after_commit(session, functools.partial(task_cache.forget, redis, task_ids))
     await file_service.delete_results(storage, [key for _, _, key in expired if key is not None])
     for task_id, project_id, key in expired:
         event_service.record(
@@ -40,8 +52,16 @@ async def expire_results(
 class ResultRetention(RetentionStep):
     """Results of tasks that succeeded longer ago than `files.result_retention_days`."""
 
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage)
+        self._sweep = lambda context: self.sweep(context.sessionmaker, redis=context.redis)
+
     async def sweep(
-        self, sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime | None = None
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        now: datetime | None = None,
+        redis: Redis | None = None,
     ) -> dict[str, int]:
         """One batch."""
         now = now or utc_now()
@@ -52,5 +72,6 @@ class ResultRetention(RetentionStep):
                 storage=self.storage,
                 finished_before=now - timedelta(days=files.result_retention_days),
                 limit=files.retention_batch,
+                redis=redis,
             )
         return {"results_expired": results}

@@ -22,7 +22,7 @@ from app.files.storage import Storage
 from app.projects.dependencies import DetachedMemberAccess, ViewerAccess
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
 from app.tasks import service as task_service
-from app.tasks.dependencies import IdempotencyKey, RegistryDep, WaiterDep
+from app.tasks.dependencies import IdempotencyKey, RegistryDep, TaskCacheDep, WaiterDep
 from app.tasks.exceptions import (
     IdempotencyKeyReused,
     InvalidTaskInput,
@@ -160,6 +160,7 @@ async def get_task(
     principal: DetachedPrincipal,
     waiter: WaiterDep,
     storage: StorageDep,
+    cache: TaskCacheDep,
     wait: Annotated[
         int,
         Query(ge=0, le=MAX_WAIT_S, description="Hold up to this many seconds until it finishes."),
@@ -171,7 +172,7 @@ async def get_task(
     its JSON, valid for `TASKGATE_FILES__DOWNLOAD_URL_TTL_S` (at most 15 min; read again for a
     fresh one)."""
     task = await task_service.await_finished(
-        sessionmaker, waiter, principal=principal, task_id=task_id, wait_s=wait
+        sessionmaker, waiter, principal=principal, task_id=task_id, wait_s=wait, cache=cache
     )
     [read] = await _read([task], storage)
     return read

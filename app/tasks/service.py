@@ -31,6 +31,7 @@ from app.projects import service as project_service
 from app.projects.models import Role
 from app.projects.service import ProjectAccess
 from app.tasks import intake, recording
+from app.tasks.cache import TaskCache
 from app.tasks.dispatch import dispatch, dispatch_committed
 from app.tasks.exceptions import (
     IdempotencyKeyReused,
@@ -297,8 +298,51 @@ async def await_finished(
     principal: Principal,
     task_id: uuid.UUID,
     wait_s: float,
+    cache: TaskCache | None = None,
 ) -> Task:
-    """The task once it is terminal, or as it is after `wait_s`; no connection held meanwhile."""
+    """The task once it is terminal, or as it is after `wait_s`; no connection held meanwhile.
+    A finished task comes from `cache` when it holds it (the caller's access checked as ever)."""
+    if cache is not None and (cached := await cache.get(task_id)) is not None:
+        await _check_readable(sessionmaker, principal=principal, task=cached)
+        return cached
+    task = await _await_finished(
+        sessionmaker, waiter, principal=principal, task_id=task_id, wait_s=wait_s
+    )
+    if cache is not None:
+        await cache.put(task)
+    return task
+
+
+async def _check_readable(
+    sessionmaker: async_sessionmaker[AsyncSession], *, principal: Principal, task: Task
+) -> None:
+    """`get_for_reader`'s check of the caller against a task already at hand."""
+    if principal.user is None:  # an API key: its project and scopes decide, no query
+        project_service.authorize_api_key(
+            project_id=task.project_id,
+            principal=principal,
+            role=Role.viewer,
+            hidden_as=TaskNotFound,
+        )
+        return
+    async with transaction(sessionmaker) as session:
+        await project_service.require_role(
+            session,
+            project_id=task.project_id,
+            principal=principal,
+            role=Role.viewer,
+            hidden_as=TaskNotFound,
+        )
+
+
+async def _await_finished(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    waiter: TaskWaiter,
+    *,
+    principal: Principal,
+    task_id: uuid.UUID,
+    wait_s: float,
+) -> Task:
     deadline = time.monotonic() + wait_s
     async with waiter.subscription(task_id) as finished:
         async with transaction(sessionmaker) as session:
