@@ -1,7 +1,8 @@
-"""The HTTP ceiling: a bare FastAPI validated POST, served with `taskgate api`'s uvicorn settings.
+"""The HTTP ceiling: a bare FastAPI validated POST, and a GET of a task, served with `taskgate api`'s
+uvicorn settings.
 
-It validates a body like a task submission and checks the bearer key against one string: no
-database, no broker. `python -m benchmarks.harness.ceiling_app --port P --workers N`.
+It validates a body like a task submission (or answers a task's JSON) and checks the bearer key
+against one string: no database, no broker, no cache. `python -m benchmarks.harness.ceiling_app --port P --workers N`.
 """
 
 from __future__ import annotations
@@ -78,6 +79,24 @@ def create_app() -> FastAPI:
             status="queued",
             priority=data.priority,
             input=data.input,
+            created_at=datetime.now(UTC),
+        )
+
+    @app.get("/v1/tasks/{task_id}")
+    async def get_task(
+        task_id: uuid.UUID, authorization: Annotated[str | None, Header()] = None
+    ) -> Accepted:
+        if not hmac.compare_digest((authorization or "").encode(), expected.encode()):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"}
+            )
+        return Accepted(
+            id=task_id,
+            project_id=task_id,
+            type="echo",
+            status="succeeded",
+            priority="default",
+            input={"n": 1},
             created_at=datetime.now(UTC),
         )
 

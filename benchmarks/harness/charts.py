@@ -17,7 +17,7 @@ from benchmarks.harness.results import ScenarioResult
 
 TASKGATE, PEER = "#1f6feb", "#9aa4ae"
 THROUGHPUT_SCENARIOS = ("submit", "end_to_end", "drain")
-LATENCY_SCENARIOS = ("submit", "submit_rate", "queue_latency", "longpoll", "webhooks")
+LATENCY_SCENARIOS = ("submit", "submit_rate", "queue_latency", "longpoll", "read", "webhooks")
 
 
 def _bars(

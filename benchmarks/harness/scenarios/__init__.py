@@ -11,6 +11,7 @@ from benchmarks.harness.scenarios.common import Context
 from benchmarks.harness.scenarios.flow import run_drain, run_end_to_end
 from benchmarks.harness.scenarios.latency import run_longpoll, run_queue_latency
 from benchmarks.harness.scenarios.memory import run_memory
+from benchmarks.harness.scenarios.read import run_read
 from benchmarks.harness.scenarios.recovery import run_flush, run_recovery
 from benchmarks.harness.scenarios.scaling import run_scaling
 from benchmarks.harness.scenarios.submit import run_submit, run_submit_rate
@@ -33,6 +34,7 @@ SCENARIOS = (
     Scenario("drain", "Drain of a preloaded backlog", run_drain),
     Scenario("queue_latency", "Queue latency at 100 tasks/s", run_queue_latency),
     Scenario("longpoll", "Long-poll wake", run_longpoll),
+    Scenario("read", "Cached read of a finished task at 200 req/s", run_read),
     Scenario("webhooks", "Webhook fan-out", run_webhooks),
     Scenario("memory", "RSS over many tasks", run_memory),
     Scenario("recovery", "Recovery after kill -9 of every worker", run_recovery),
