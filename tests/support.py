@@ -1,4 +1,5 @@
-"""Helpers for tests that run real processes: free ports, bounded waits, process cleanup."""
+"""Helpers for tests that run real processes: free ports, bounded waits, process cleanup; and a
+client of an API of its own."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -42,6 +43,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
         env["TASKGATE_S3__ACCESS_KEY_ID"] = settings.s3.access_key_id.get_secret_value()
         env["TASKGATE_S3__SECRET_ACCESS_KEY"] = settings.s3.secret_access_key.get_secret_value()
     return env
+
+
+@contextlib.asynccontextmanager
+async def own_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an API built for `settings` with its lifespan run: its own engine and Redis
+    client, so its requests really commit and run at once (not in the test's transaction)."""
+    from app.main import create_app  # the whole app: only for the tests that use it
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:
+            yield client
 
 
 def free_port() -> int:

@@ -230,6 +230,11 @@ async def get_for_reader(
     task = await TaskRepository(session).get(task_id)
     if task is None:
         raise TaskNotFound()
+    await _require_reader(session, principal=principal, task=task)
+    return task
+
+
+async def _require_reader(session: AsyncSession, *, principal: Principal, task: Task) -> None:
     await project_service.require_role(
         session,
         project_id=task.project_id,
@@ -237,7 +242,6 @@ async def get_for_reader(
         role=Role.viewer,
         hidden_as=TaskNotFound,
     )
-    return task
 
 
 async def cancel(session: AsyncSession, *, principal: Principal, task_id: uuid.UUID) -> Task:
@@ -326,13 +330,7 @@ async def _check_readable(
         )
         return
     async with transaction(sessionmaker) as session:
-        await project_service.require_role(
-            session,
-            project_id=task.project_id,
-            principal=principal,
-            role=Role.viewer,
-            hidden_as=TaskNotFound,
-        )
+        await _require_reader(session, principal=principal, task=task)
 
 
 async def _await_finished(

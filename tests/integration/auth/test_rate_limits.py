@@ -8,12 +8,11 @@ import asyncio
 import ipaddress
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -22,11 +21,11 @@ from app.auth.models import User
 from app.core.config import Settings
 from app.core.db import create_sessionmaker, transaction
 from app.core.ratelimit import KEY_PREFIX
-from app.main import create_app
 from app.projects.limits import project_limits
 from app.projects.models import Project
 from app.tasks.models import Task
 from tests.factories import DEFAULT_PASSWORD, auth_headers, make_api_key, make_project, make_user
+from tests.support import own_api
 
 
 @pytest.fixture(autouse=True)
@@ -55,15 +54,12 @@ async def owner_and_project(
         await session.execute(delete(User).where(User.id == owner.id))
 
 
-@asynccontextmanager
-async def _client(settings: Settings, **rate_limits: Any) -> AsyncIterator[httpx.AsyncClient]:
+def _client(
+    settings: Settings, **rate_limits: Any
+) -> AbstractAsyncContextManager[httpx.AsyncClient]:
     """A client of an API of its own (its own engine: requests really commit) with these limits."""
     changed = settings.rate_limits.model_copy(update=rate_limits)
-    app: FastAPI = create_app(settings.model_copy(update={"rate_limits": changed}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:
-            yield client
+    return own_api(settings.model_copy(update={"rate_limits": changed}))
 
 
 async def _key(live_db: async_sessionmaker[AsyncSession], project: Project) -> dict[str, str]:

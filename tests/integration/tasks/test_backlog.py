@@ -4,12 +4,9 @@ refuse submits before anything is written; a pass of the scheduler frees what fi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,21 +16,12 @@ from app.core.config import Settings
 from app.core.db import transaction
 from app.core.ratelimit import ALL_PROJECTS, BACKLOG_KEY
 from app.core.scheduling import StepContext
-from app.main import create_app
 from app.projects.limits import project_limits
 from app.projects.models import Project, Role
 from app.tasks import backlog
 from app.tasks.models import Task, TaskStatus
 from tests.factories import add_member, auth_headers, make_user
-
-
-@asynccontextmanager
-async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:
-            yield client
+from tests.support import own_api
 
 
 async def _owner(db: async_sessionmaker[AsyncSession], project: Project) -> User:
@@ -73,7 +61,7 @@ async def test_a_project_at_its_cap_is_refused_before_writing_until_tasks_finish
 ) -> None:
     project = live_project
     owner = await _owner(live_db, project)
-    async with _client(settings) as client:
+    async with own_api(settings) as client:
         patched = await client.patch(
             f"/v1/projects/{project.id}",
             json={"settings": {"max_queued_tasks": 3}},
@@ -117,7 +105,7 @@ async def test_refused_or_invalid_submits_take_no_place(
         viewer = await make_user(session)
         await add_member(session, project, viewer, Role.viewer)
     owner = await _owner(live_db, project)
-    async with _client(settings) as client:
+    async with own_api(settings) as client:
         invalid = await _submit(client, project, owner, type="no.such.type")
         forbidden = await _submit(client, project, viewer)
     assert invalid.status_code == 422
@@ -137,7 +125,7 @@ async def test_the_platform_at_its_cap_answers_503(
     capped = settings.model_copy(
         update={"tasks": settings.tasks.model_copy(update={"max_unfinished_tasks": held + 2})}
     )
-    async with _client(capped) as client:
+    async with own_api(capped) as client:
         codes = [(await _submit(client, project, owner)).status_code for _ in range(4)]
         last = await _submit(client, project, owner)
     assert codes == [202, 202, 503, 503]
@@ -154,7 +142,7 @@ async def test_a_pass_sets_every_count_back_to_what_postgresql_holds(
 ) -> None:
     project = live_project
     owner = await _owner(live_db, project)
-    async with _client(settings) as client:
+    async with own_api(settings) as client:
         for _ in range(3):
             assert (await _submit(client, project, owner)).status_code == 202
     # Redis loses the counts (a flush), and one count is wrong the other way.

@@ -5,12 +5,8 @@ result's expiry forgets it, and with Redis away reads come from PostgreSQL."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 
-import httpx
-from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,23 +14,13 @@ from app.core.config import Settings
 from app.core.db import transaction, utc_now
 from app.core.metrics import CACHE_REQUESTS
 from app.files.storage import Storage
-from app.main import create_app
 from app.projects.models import Project, Role
 from app.tasks.cache import KEY_PREFIX
 from app.tasks.models import TaskStatus
 from app.tasks.retention import expire_results
 from tests.factories import add_member, auth_headers, make_api_key, make_user
 from tests.integration.tasks.conftest import make_task
-from tests.support import free_port
-
-
-@asynccontextmanager
-async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:
-            yield client
+from tests.support import free_port, own_api
 
 
 async def _key(db: async_sessionmaker[AsyncSession], project: Project) -> dict[str, str]:
@@ -71,7 +57,7 @@ async def test_a_finished_task_read_again_comes_from_the_cache_and_answers_the_s
     key = await _key(live_db, live_project)
     task_id = await _finished(live_db, live_project)
     queued = await make_task(live_db, live_project)
-    async with _client(settings) as client:
+    async with own_api(settings) as client:
         first = await client.get(f"/v1/tasks/{task_id}", headers=key)
         hits = _hits()
         second = await client.get(f"/v1/tasks/{task_id}", headers=key)
@@ -98,7 +84,7 @@ async def test_a_cached_task_is_never_served_to_another_projects_caller(
         viewer = await make_user(session)
         await add_member(session, live_project, viewer, Role.viewer)
     task_id = await _finished(live_db, live_project)
-    async with _client(settings) as client:
+    async with own_api(settings) as client:
         assert (await client.get(f"/v1/tasks/{task_id}", headers=key)).status_code == 200
         hits = _hits()
         other_key = await client.get(f"/v1/tasks/{task_id}", headers=others_key)
@@ -118,7 +104,7 @@ async def test_a_results_expiry_forgets_the_cached_copy_once_committed(
 ) -> None:
     key = await _key(live_db, live_project)
     task_id = await _finished(live_db, live_project)
-    async with _client(settings) as client:
+    async with own_api(settings) as client:
         assert (await client.get(f"/v1/tasks/{task_id}", headers=key)).status_code == 200
         assert await redis.exists(f"{KEY_PREFIX}{task_id}") == 1
         async with transaction(live_db) as session:
@@ -143,7 +129,7 @@ async def test_with_redis_away_reads_come_from_postgresql(
     away = settings.redis.model_copy(
         update={"url": f"redis://127.0.0.1:{free_port()}/0", "socket_timeout_s": 0.5}
     )
-    async with _client(settings.model_copy(update={"redis": away})) as client:
+    async with own_api(settings.model_copy(update={"redis": away})) as client:
         answers = [await client.get(f"/v1/tasks/{task_id}", headers=key) for _ in range(3)]
     assert [answer.status_code for answer in answers] == [200, 200, 200]
     assert answers[-1].json()["result"] == {"answer": 42}
