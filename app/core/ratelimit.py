@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.batching import GroupCommit
+from app.core.breaker import Breaker
 from app.core.config import RateLimitSettings
 from app.core.errors import ServiceUnavailable, TooManyRequests
 
@@ -258,12 +258,12 @@ class RateLimiter:
         self._group: GroupCommit[Sequence[Limit], Verdict] = GroupCommit(
             self._run, max_items=settings.batch
         )
-        self._open_until = 0.0
+        self.breaker = Breaker(settings.breaker_s)
 
     @property
     def is_open(self) -> bool:
         """True while the breaker is open: Redis failed less than `breaker_s` ago."""
-        return time.monotonic() < self._open_until
+        return self.breaker.is_open
 
     async def check(self, limits: Sequence[Limit]) -> Verdict:
         """Admit or refuse one request drawing on `limits` (all of them have room, or none is
@@ -276,7 +276,7 @@ class RateLimiter:
 
     def _unchecked(self) -> Verdict:
         if not self.settings.fail_open:
-            retry = max(1, math.ceil(self._open_until - time.monotonic()))
+            retry = max(1, math.ceil(self.breaker.open_for_s))
             raise RateLimiterUnavailable(
                 "Rate limits cannot be checked right now; retry shortly.",
                 headers={"Retry-After": str(retry)},
@@ -302,7 +302,7 @@ class RateLimiter:
             async with asyncio.timeout(self.settings.timeout_s):
                 answer = await self._script(keys=list(keys), args=[" ".join(tokens)])
         except REDIS_ERRORS as exc:
-            self._open_until = time.monotonic() + self.settings.breaker_s
+            self.breaker.trip()
             log.warning("rate limits unchecked: Redis failed", extra={"error": repr(exc)})
             return [UNCHECKED] * len(requests)
         numbers = [int(token) for token in answer.split()]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -22,6 +21,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from app.core.breaker import Breaker
 from app.core.config import CacheSettings
 from app.core.db import detached
 from app.core.metrics import CACHE_REQUESTS
@@ -79,11 +79,11 @@ class TaskCache:
     def __init__(self, redis: Redis, settings: CacheSettings) -> None:
         self.redis = redis
         self.settings = settings
-        self._open_until = 0.0
+        self.breaker = Breaker(settings.breaker_s)
 
     async def get(self, task_id: uuid.UUID) -> Task | None:
         """The cached terminal task, or None (not cached, or Redis away)."""
-        if time.monotonic() < self._open_until:
+        if self.breaker.is_open:
             return None
         try:
             raw = await self.redis.get(KEY_PREFIX + str(task_id))
@@ -95,7 +95,7 @@ class TaskCache:
 
     async def put(self, task: Task) -> None:
         """Keep `task` if it is terminal (an unfinished one changes at any moment)."""
-        if task.status not in TERMINAL_STATUSES or time.monotonic() < self._open_until:
+        if task.status not in TERMINAL_STATUSES or self.breaker.is_open:
             return
         try:
             encoded = _encode(task)
@@ -107,7 +107,7 @@ class TaskCache:
             self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
-        self._open_until = time.monotonic() + self.settings.breaker_s
+        self.breaker.trip()
         log.warning("task cache skipped: Redis failed", extra={"error": repr(exc)})
 
 

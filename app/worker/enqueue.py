@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import tracing
+from app.core.breaker import Breaker
 from app.core.context import request_id_var
 from app.core.db import after_commit, sessionmaker_of, transaction
 from app.worker import wire
@@ -83,12 +83,11 @@ class Publisher:
         """`batch`, `batch_backlog`: up to `batch` items of a job in `BATCHED_JOBS` share one
         message while their queue held at least `batch_backlog` messages at the last push."""
         self.redis = redis
-        self.breaker_s = breaker_s
         self.background = background
         self.batch = batch
         self.batch_backlog = batch_backlog
         self._lengths: dict[Queue, int] = {}
-        self._open_until = 0.0
+        self.breaker = Breaker(breaker_s)
         self._backlog: list[tuple[Sequence[_Pending], async_sessionmaker[AsyncSession] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.sent = 0
@@ -97,7 +96,7 @@ class Publisher:
     @property
     def is_open(self) -> bool:
         """True while the breaker is open: the broker failed less than `breaker_s` ago."""
-        return time.monotonic() < self._open_until
+        return self.breaker.is_open
 
     async def send(self, messages: Sequence[Message]) -> list[Message]:
         """Publish in one pipelined round trip; return the messages that were not published
@@ -127,7 +126,7 @@ class Publisher:
                     )
                 lengths = await pipe.execute()
         except BROKER_ERRORS as exc:
-            self._open_until = time.monotonic() + self.breaker_s
+            self.breaker.trip()
             log.warning(
                 "publish failed; the scheduler will publish later",
                 extra={"jobs": len(messages), "error": repr(exc)},
