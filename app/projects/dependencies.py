@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import Depends
 
 from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
-from app.core.db import transaction
 from app.core.dependencies import SessionDep, SessionmakerDep
 from app.projects import service as project_service
 from app.projects.models import Role
@@ -45,14 +44,9 @@ class RequireRoleDetached:
         sessionmaker: SessionmakerDep,
         principal: DetachedPrincipal,
     ) -> ProjectAccess:
-        if principal.user is None:  # an API key: its project and scopes decide, no query
-            return project_service.authorize_api_key(
-                project_id=project_id, principal=principal, role=self.role
-            )
-        async with transaction(sessionmaker) as session:
-            return await project_service.authorize(
-                session, project_id=project_id, principal=principal, role=self.role
-            )
+        return await project_service.authorize_detached(
+            sessionmaker, project_id=project_id, principal=principal, role=self.role
+        )
 
 
 ViewerAccess = Annotated[ProjectAccess, Depends(RequireRole(Role.viewer))]

@@ -14,14 +14,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import service as auth_service
 from app.auth.models import ApiKey, User
 from app.auth.principal import Principal
 from app.auth.principal_cache import api_key_principals
 from app.core.config import SecuritySettings
-from app.core.db import after_commit, utc_now
+from app.core.db import after_commit, transaction, utc_now
 from app.core.errors import NotFound
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.core.security import new_api_key
@@ -137,6 +137,27 @@ def authorize_api_key(
 ) -> ProjectAccess:
     """`authorize` for an API key: its own project and scopes decide, no query needed."""
     effective = _api_key_role(project_id, principal, role, hidden_as)
+    return ProjectAccess(project_id=project_id, role=effective, principal=principal)
+
+
+async def authorize_detached(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    project_id: uuid.UUID,
+    principal: Principal,
+    role: Role,
+    hidden_as: type[NotFound] = ProjectNotFound,
+) -> ProjectAccess:
+    """`authorize` holding no connection afterwards: an API key needs no query, a user's role is
+    read in a short transaction of its own."""
+    if principal.user is None:
+        return authorize_api_key(
+            project_id=project_id, principal=principal, role=role, hidden_as=hidden_as
+        )
+    async with transaction(sessionmaker) as session:
+        effective = await require_role(
+            session, project_id=project_id, principal=principal, role=role, hidden_as=hidden_as
+        )
     return ProjectAccess(project_id=project_id, role=effective, principal=principal)
 
 

@@ -230,11 +230,6 @@ async def get_for_reader(
     task = await TaskRepository(session).get(task_id)
     if task is None:
         raise TaskNotFound()
-    await _require_reader(session, principal=principal, task=task)
-    return task
-
-
-async def _require_reader(session: AsyncSession, *, principal: Principal, task: Task) -> None:
     await project_service.require_role(
         session,
         project_id=task.project_id,
@@ -242,6 +237,7 @@ async def _require_reader(session: AsyncSession, *, principal: Principal, task: 
         role=Role.viewer,
         hidden_as=TaskNotFound,
     )
+    return task
 
 
 async def cancel(session: AsyncSession, *, principal: Principal, task_id: uuid.UUID) -> Task:
@@ -307,7 +303,13 @@ async def await_finished(
     """The task once it is terminal, or as it is after `wait_s`; no connection held meanwhile.
     A finished task comes from `cache` when it holds it (the caller's access checked as ever)."""
     if cache is not None and (cached := await cache.get(task_id)) is not None:
-        await _check_readable(sessionmaker, principal=principal, task=cached)
+        await project_service.authorize_detached(
+            sessionmaker,
+            project_id=cached.project_id,
+            principal=principal,
+            role=Role.viewer,
+            hidden_as=TaskNotFound,
+        )
         return cached
     task = await _await_finished(
         sessionmaker, waiter, principal=principal, task_id=task_id, wait_s=wait_s
@@ -315,22 +317,6 @@ async def await_finished(
     if cache is not None:
         await cache.put(task)
     return task
-
-
-async def _check_readable(
-    sessionmaker: async_sessionmaker[AsyncSession], *, principal: Principal, task: Task
-) -> None:
-    """`get_for_reader`'s check of the caller against a task already at hand."""
-    if principal.user is None:  # an API key: its project and scopes decide, no query
-        project_service.authorize_api_key(
-            project_id=task.project_id,
-            principal=principal,
-            role=Role.viewer,
-            hidden_as=TaskNotFound,
-        )
-        return
-    async with transaction(sessionmaker) as session:
-        await _require_reader(session, principal=principal, task=task)
 
 
 async def _await_finished(
