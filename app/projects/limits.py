@@ -14,7 +14,6 @@ import time
 import uuid
 from collections import OrderedDict
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import ProjectDefaults
@@ -76,7 +75,8 @@ class ProjectLimits:
             stored = await driver.fetchval(
                 "SELECT settings FROM projects WHERE id = $1", project_id
             )
-        own = read_settings(_json(stored))
+        # jsonb arrives decoded (SQLAlchemy's codec on the pool's connections); None: no project.
+        own = read_settings(stored if isinstance(stored, dict) else {})
         return effective_settings(own, defaults)
 
     def _put(self, project_id: uuid.UUID, limits: EffectiveProjectSettings) -> None:
@@ -93,16 +93,6 @@ class ProjectLimits:
 
     def clear(self) -> None:
         self._entries.clear()
-
-
-def _json(stored: object) -> dict[str, object]:
-    """`projects.settings` as asyncpg returns jsonb (text), or nothing for a missing project."""
-    if stored is None:
-        return {}
-    if isinstance(stored, str):
-        value = orjson.loads(stored)
-        return value if isinstance(value, dict) else {}
-    return stored if isinstance(stored, dict) else {}
 
 
 # This process's memory of project limits.
