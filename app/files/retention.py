@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import transaction, utc_now
-from app.core.scheduling import Periodic
+from app.core.scheduling import Periodic, StepContext
 from app.files import service as file_service
 from app.files.storage import Storage, StorageError
 
@@ -25,11 +25,15 @@ class RetentionStep(Periodic):
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         super().__init__(
-            lambda context: self.sweep(context.sessionmaker),
+            self.sweep_step,
             interval_s=storage.files.retention_interval_s,
             batch=storage.files.retention_batch,
             skip_on=(StorageError,),
         )
+
+    async def sweep_step(self, context: StepContext) -> dict[str, int]:
+        """One batch, as a scheduler pass runs it."""
+        return await self.sweep(context.sessionmaker)
 
     async def sweep(
         self, sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime | None = None

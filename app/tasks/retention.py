@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import after_commit, transaction, utc_now
+from app.core.scheduling import StepContext
 from app.events import service as event_service
 from app.files import service as file_service
 from app.files.retention import RetentionStep
@@ -52,9 +53,9 @@ async def expire_results(
 class ResultRetention(RetentionStep):
     """Results of tasks that succeeded longer ago than `files.result_retention_days`."""
 
-    def __init__(self, storage: Storage) -> None:
-        super().__init__(storage)
-        self._sweep = lambda context: self.sweep(context.sessionmaker, redis=context.redis)
+    async def sweep_step(self, context: StepContext) -> dict[str, int]:
+        """One batch; the task cache forgets what it expired."""
+        return await self.sweep(context.sessionmaker, redis=context.redis)
 
     async def sweep(
         self,
