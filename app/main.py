@@ -103,11 +103,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
+    # FastAPI matches a request against the routes in this order, one regex each: the task
+    # routes (submit, the poll) come first.
+    app.include_router(tasks_router, prefix="/v1")
     app.include_router(health_router)
     app.include_router(auth_router, prefix="/v1")
     app.include_router(projects_router, prefix="/v1")
     app.include_router(events_router, prefix="/v1")
-    app.include_router(tasks_router, prefix="/v1")
     app.include_router(webhooks_router, prefix="/v1")
     app.include_router(files_router, prefix="/v1")
 

@@ -118,20 +118,30 @@ async def get_principal(
 
 async def get_detached_principal(
     request: Request,
-    settings: SettingsDep,
-    sessionmaker: SessionmakerDep,
     token: Annotated[str | None, Depends(_user_token)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
 ) -> Principal:
     """`get_principal` in a short transaction of its own, committed before the route runs
-    (none at all for an API key this process has just seen)."""
+    (none at all for an API key this process has just seen).
+
+    The settings and the sessionmaker come from the app's state, not from loaders: this runs on
+    every submit and poll, where each loader costs FastAPI's resolution more than its work."""
     bearer = _bearer(token, credentials)
     if (cached := api_key_principals.get(bearer)) is not None:
         return await _admitted(request, cached)
-    async with transaction(sessionmaker) as session:
-        principal = await _authenticate(
-            session, settings=settings, sessionmaker=sessionmaker, bearer=bearer
-        )
+    settings: Settings = request.app.state.settings
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+
+    async def load() -> Principal:
+        async with transaction(sessionmaker) as session:
+            return await _authenticate(
+                session, settings=settings, sessionmaker=sessionmaker, bearer=bearer
+            )
+
+    if bearer.startswith(API_KEY_PREFIX):
+        principal = await api_key_principals.load_once(bearer, load)
+    else:
+        principal = await load()
     return await _admitted(request, principal)
 
 

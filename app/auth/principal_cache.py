@@ -9,11 +9,13 @@ itself, and a miss is never cached (a wrong secret is checked against the databa
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from app.auth.principal import Principal
 
@@ -25,6 +27,7 @@ class PrincipalCache:
     def __init__(self, *, max_entries: int = MAX_ENTRIES) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+        self._loading: dict[bytes, asyncio.Future[Principal]] = {}
 
     @staticmethod
     def _digest(credential: str) -> bytes:
@@ -40,6 +43,25 @@ class PrincipalCache:
             del self._entries[digest]
             return None
         return principal
+
+    async def load_once(
+        self, credential: str, load: Callable[[], Awaitable[Principal]]
+    ) -> Principal:
+        """`load()` this credential's principal once for every request that asks while it runs:
+        when a busy key's entry expires, the requests in flight read its row once, not once each.
+        A request that goes away does not cancel the others' load."""
+        digest = self._digest(credential)
+        pending = self._loading.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(load())
+            self._loading[digest] = pending
+            pending.add_done_callback(functools.partial(self._loaded, digest))
+        return await asyncio.shield(pending)
+
+    def _loaded(self, digest: bytes, done: asyncio.Future[Principal]) -> None:
+        del self._loading[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone meanwhile
 
     def put(self, credential: str, principal: Principal, *, ttl_s: float) -> None:
         if ttl_s <= 0:

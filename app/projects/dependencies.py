@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 
 from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
-from app.core.dependencies import SessionDep, SessionmakerDep
+from app.core.dependencies import SessionDep
 from app.projects import service as project_service
 from app.projects.models import Role
 from app.projects.service import ProjectAccess
@@ -39,13 +39,13 @@ class RequireRoleDetached:
         self.role = role
 
     async def __call__(
-        self,
-        project_id: uuid.UUID,
-        sessionmaker: SessionmakerDep,
-        principal: DetachedPrincipal,
+        self, request: Request, project_id: uuid.UUID, principal: DetachedPrincipal
     ) -> ProjectAccess:
         return await project_service.authorize_detached(
-            sessionmaker, project_id=project_id, principal=principal, role=self.role
+            request.app.state.sessionmaker,
+            project_id=project_id,
+            principal=principal,
+            role=self.role,
         )
 
 

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from app.auth.admission import SUBMIT, admission_of
 from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
-from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
+from app.core.config import Settings
+from app.core.dependencies import SessionDep
 from app.core.errors import Unauthorized, error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.core.ratelimit import BacklogFull, RateLimited, SystemBacklogFull
@@ -22,7 +23,7 @@ from app.files.storage import Storage
 from app.projects.dependencies import DetachedMemberAccess, ViewerAccess
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
 from app.tasks import service as task_service
-from app.tasks.dependencies import IdempotencyKey, RegistryDep, TaskCacheDep, WaiterDep
+from app.tasks.dependencies import IdempotencyKey, RegistryDep
 from app.tasks.exceptions import (
     IdempotencyKeyReused,
     InvalidTaskInput,
@@ -34,6 +35,7 @@ from app.tasks.exceptions import (
 from app.tasks.metrics import record_submit
 from app.tasks.models import Task, TaskStatus
 from app.tasks.schemas import TaskRead, TaskSubmit, TaskTypeRead
+from app.tasktypes.registry import get_registry
 
 router = APIRouter(tags=["tasks"])
 
@@ -47,6 +49,15 @@ async def _read(tasks: list[Task], storage: Storage) -> list[TaskRead]:
         TaskRead.model_validate(task).model_copy(update={"result_url": url})
         for task, url in zip(tasks, urls, strict=True)
     ]
+
+
+async def _written(
+    task: Task, settings: Settings, *, status_code: int = status.HTTP_200_OK
+) -> Response:
+    """The task's body, serialized once: a hot route returns it with `response_model=TaskRead`
+    documenting it, where FastAPI would validate the returned model again first."""
+    [read] = await _read([task], Storage.from_settings(settings))
+    return Response(read.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
 @router.get("/task-types")
@@ -68,6 +79,7 @@ async def list_task_types(registry: RegistryDep) -> Page[TaskTypeRead]:
 @router.post(
     "/projects/{project_id}/tasks",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskRead,
     openapi_extra=SUBMIT,
     responses={
         200: {"model": TaskRead, "description": "A replay: the task first submitted with this key"},
@@ -88,14 +100,9 @@ async def list_task_types(registry: RegistryDep) -> Page[TaskTypeRead]:
 async def submit_task(
     request: Request,
     data: TaskSubmit,
-    response: Response,
     access: DetachedMemberAccess,
-    sessionmaker: SessionmakerDep,
-    settings: SettingsDep,
-    registry: RegistryDep,
-    storage: StorageDep,
     idempotency_key: IdempotencyKey = None,
-) -> TaskRead:
+) -> Response:
     """Queue a task (202). Follow it with `GET /v1/tasks/{id}?wait=30` or a webhook.
 
     With an `Idempotency-Key` header, repeating the same request returns the original task (200);
@@ -104,14 +111,17 @@ async def submit_task(
     Past the caller's submit rate, or with the project at its `max_queued_tasks` unfinished
     tasks, the answer is a 429 with `Retry-After`; with the platform at its cap, a 503.
     """
+    # The hottest route: its plumbing comes from the app's state rather than from loaders (each
+    # costs FastAPI's resolution more than its work).
+    state = request.app.state
     admission = admission_of(request)
     task, created = await task_service.submit(
-        sessionmaker,
+        state.sessionmaker,
         access=access,
         data=data,
         idempotency_key=idempotency_key,
-        registry=registry,
-        limits=settings.tasks,
+        registry=get_registry(),
+        limits=state.settings.tasks,
         admit=(
             functools.partial(admission.admit_submit, request, access.principal, access.project_id)
             if admission is not None and access.principal is not None
@@ -120,10 +130,11 @@ async def submit_task(
     )
     if created:
         record_submit(task)
-    else:
-        response.status_code = status.HTTP_200_OK
-    [read] = await _read([task], storage)
-    return read
+    return await _written(
+        task,
+        state.settings,
+        status_code=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+    )
 
 
 @router.get(
@@ -152,30 +163,35 @@ async def list_tasks(
 
 
 @router.get(
-    "/tasks/{task_id}", responses=error_responses(Unauthorized, TaskNotFound, StorageUnavailable)
+    "/tasks/{task_id}",
+    response_model=TaskRead,
+    responses=error_responses(Unauthorized, TaskNotFound, StorageUnavailable),
 )
 async def get_task(
+    request: Request,
     task_id: uuid.UUID,
-    sessionmaker: SessionmakerDep,
     principal: DetachedPrincipal,
-    waiter: WaiterDep,
-    storage: StorageDep,
-    cache: TaskCacheDep,
     wait: Annotated[
         int,
         Query(ge=0, le=MAX_WAIT_S, description="Hold up to this many seconds until it finishes."),
     ] = 0,
-) -> TaskRead:
+) -> Response:
     """The task. With `?wait=N` the answer comes as soon as it is terminal, or after N seconds.
 
     A result over 64 KiB is kept in S3: `result` is null and `result_url` a presigned GET of
     its JSON, valid for `TASKGATE_FILES__DOWNLOAD_URL_TTL_S` (at most 15 min; read again for a
     fresh one)."""
+    # A poller's route, as hot as submit: the same plumbing from the app's state.
+    state = request.app.state
     task = await task_service.await_finished(
-        sessionmaker, waiter, principal=principal, task_id=task_id, wait_s=wait, cache=cache
+        state.sessionmaker,
+        state.task_waiter,
+        principal=principal,
+        task_id=task_id,
+        wait_s=wait,
+        cache=getattr(state, "task_cache", None),
     )
-    [read] = await _read([task], storage)
-    return read
+    return await _written(task, state.settings)
 
 
 @router.post(
