@@ -23,7 +23,7 @@ from app.auth.admission import admission_of
 from app.auth.exceptions import InvalidCredentials, UserTokenRequired
 from app.auth.models import User
 from app.auth.principal import Principal
-from app.auth.principal_cache import api_key_principals
+from app.auth.principal_cache import principals
 from app.core.config import Settings
 from app.core.db import after_commit, transaction, utc_now
 from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
@@ -67,7 +67,7 @@ async def _authenticate(
     bearer: str,
 ) -> Principal:
     if bearer.startswith(API_KEY_PREFIX):
-        cached = api_key_principals.get(bearer)
+        cached = principals.get(bearer)
         if cached is not None:
             return cached
         api_key = await api_keys.authenticate_api_key(
@@ -82,7 +82,7 @@ async def _authenticate(
                 session, functools.partial(_record_api_key_use, sessionmaker, api_key.id, now)
             )
         principal = Principal.for_api_key(api_key)
-        api_key_principals.put(bearer, principal, ttl_s=settings.security.principal_cache_s)
+        principals.put(bearer, principal, ttl_s=settings.security.principal_cache_s)
         return principal
     user = await auth_service.user_from_access_token(
         session, settings=settings.security, token=bearer
@@ -127,7 +127,7 @@ async def get_detached_principal(
     The settings and the sessionmaker come from the app's state, not from loaders: this runs on
     every submit and poll, where each loader costs FastAPI's resolution more than its work."""
     bearer = _bearer(token, credentials)
-    if (cached := api_key_principals.get(bearer)) is not None:
+    if (cached := principals.get(bearer)) is not None:
         return await _admitted(request, cached)
     settings: Settings = request.app.state.settings
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
@@ -138,10 +138,7 @@ async def get_detached_principal(
                 session, settings=settings, sessionmaker=sessionmaker, bearer=bearer
             )
 
-    if bearer.startswith(API_KEY_PREFIX):
-        principal = await api_key_principals.load_once(bearer, load)
-    else:
-        principal = await load()
+    principal = await principals.load_once(bearer, load, ttl_s=settings.security.principal_cache_s)
     return await _admitted(request, principal)
 
 

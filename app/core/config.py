@@ -139,8 +139,9 @@ class SecuritySettings(BaseModel):
     # Hashes waiting for a free hashing thread (one per core) per API process; sign-in and
     # register past this answer 503 with Retry-After instead of queueing (0: never queue).
     password_hash_max_waiting: int = Field(32, ge=0, le=10_000)
-    # Seconds an API key's principal is remembered per process (0: never). A revocation made in
-    # another process takes effect within this time, hence the cap of one second.
+    # Seconds a caller (API key or access token) and a member's role are remembered per process
+    # (0: never). A revocation, deactivation or role change made in another process takes effect
+    # within this time, hence the cap of one second.
     principal_cache_s: float = Field(1.0, ge=0, le=1.0)
 
     @property

@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service as auth_service
 from app.auth.principal import Principal
-from app.auth.principal_cache import api_key_principals
+from app.auth.principal_cache import principals
 from app.core.db import after_commit, utc_now
 from app.events import service as event_service
+from app.projects import member_roles
 from app.projects.repository import ApiKeyRepository
 
 
@@ -86,7 +87,7 @@ async def revoke_what_they_created(session: AsyncSession, departure: Departure) 
     if revoked:
         # This process forgets them at once; the others within `security.principal_cache_s`.
         key_ids = [api_key.id for api_key in revoked]
-        after_commit(session, lambda: api_key_principals.forget_api_keys(key_ids))
+        after_commit(session, lambda: principals.forget_api_keys(key_ids))
 
 
 async def deactivate_user(
@@ -99,4 +100,7 @@ async def deactivate_user(
         user_id=user_id, project_id=None, reason=DepartureReason.creator_deactivated, actor=actor
     )
     await revoke_what_they_created(session, departure)
+    # Their access tokens and roles, remembered here, go at once; elsewhere within a second.
+    after_commit(session, lambda: principals.forget_user(user_id))
+    after_commit(session, lambda: member_roles.forget_user(user_id))
     return await auth_service.deactivate_user(session, user_id=user_id, actor=actor)

@@ -41,11 +41,13 @@ class RequireRoleDetached:
     async def __call__(
         self, request: Request, project_id: uuid.UUID, principal: DetachedPrincipal
     ) -> ProjectAccess:
+        state = request.app.state
         return await project_service.authorize_detached(
-            request.app.state.sessionmaker,
+            state.sessionmaker,
             project_id=project_id,
             principal=principal,
             role=self.role,
+            remember_s=state.settings.security.principal_cache_s,
         )
 
 

@@ -9,30 +9,24 @@ later, by the role check, as it would be anyway).
 
 from __future__ import annotations
 
-import asyncio
-import time
+import functools
 import uuid
-from collections import OrderedDict
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import ProjectDefaults
+from app.core.memo import MAX_ENTRIES, Memo
 from app.core.ratelimit import Rates, RatesOf
 from app.core.sql import driver_connection
 from app.projects.settings import EffectiveProjectSettings, effective_settings, read_settings
 
-MAX_ENTRIES = 10_000
 TTL_S = 1.0
 
 
 class ProjectLimits:
     def __init__(self, *, ttl_s: float = TTL_S, max_entries: int = MAX_ENTRIES) -> None:
         self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._entries: OrderedDict[uuid.UUID, tuple[float, EffectiveProjectSettings]] = (
-            OrderedDict()
-        )
-        self._loading: dict[uuid.UUID, asyncio.Future[EffectiveProjectSettings]] = {}
+        self._memo: Memo[uuid.UUID, EffectiveProjectSettings] = Memo(max_entries=max_entries)
         self.queries = 0  # for tests and profiles
 
     async def of(
@@ -42,27 +36,11 @@ class ProjectLimits:
         defaults: ProjectDefaults,
     ) -> EffectiveProjectSettings:
         """The project's effective limits (its own settings over `defaults`)."""
-        found = self._entries.get(project_id)
-        if found is not None and time.monotonic() < found[0]:
-            return found[1]
-        if (loading := self._loading.get(project_id)) is not None:
-            return await asyncio.shield(loading)
-        future: asyncio.Future[EffectiveProjectSettings] = (
-            asyncio.get_running_loop().create_future()
+        return await self._memo.load_once(
+            project_id,
+            functools.partial(self._load, sessionmaker, project_id, defaults),
+            ttl_s=self.ttl_s,
         )
-        self._loading[project_id] = future
-        try:
-            limits = await self._load(sessionmaker, project_id, defaults)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters, if any, see it; none is not an error
-            raise
-        else:
-            future.set_result(limits)
-            self._put(project_id, limits)
-            return limits
-        finally:
-            del self._loading[project_id]
 
     async def _load(
         self,
@@ -79,20 +57,12 @@ class ProjectLimits:
         own = read_settings(stored if isinstance(stored, dict) else {})
         return effective_settings(own, defaults)
 
-    def _put(self, project_id: uuid.UUID, limits: EffectiveProjectSettings) -> None:
-        if self.ttl_s <= 0:
-            return
-        self._entries[project_id] = (time.monotonic() + self.ttl_s, limits)
-        self._entries.move_to_end(project_id)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
     def forget(self, project_id: uuid.UUID) -> None:
         """Drop the project's entry (its settings changed, or it was deleted, here)."""
-        self._entries.pop(project_id, None)
+        self._memo.drop(project_id)
 
     def clear(self) -> None:
-        self._entries.clear()
+        self._memo.clear()
 
 
 # This process's memory of project limits.

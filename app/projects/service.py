@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth import service as auth_service
 from app.auth.models import ApiKey, User
 from app.auth.principal import Principal
-from app.auth.principal_cache import api_key_principals
+from app.auth.principal_cache import principals
 from app.core.config import SecuritySettings
 from app.core.db import after_commit, transaction, utc_now
 from app.core.errors import NotFound
@@ -27,7 +27,7 @@ from app.core.pagination import decode_keyset, keyset, page_of
 from app.core.security import new_api_key
 from app.events import service as event_service
 from app.events.models import ActorType
-from app.projects import departures
+from app.projects import departures, member_roles
 from app.projects.departures import Departure, DepartureReason
 from app.projects.exceptions import (
     AlreadyMember,
@@ -140,6 +140,10 @@ def authorize_api_key(
     return ProjectAccess(project_id=project_id, role=effective, principal=principal)
 
 
+class _NotMember(Exception):
+    """The caller has no role in the project (raised inside a shared role read)."""
+
+
 async def authorize_detached(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
@@ -147,17 +151,29 @@ async def authorize_detached(
     principal: Principal,
     role: Role,
     hidden_as: type[NotFound] = ProjectNotFound,
+    remember_s: float = 0.0,
 ) -> ProjectAccess:
     """`authorize` holding no connection afterwards: an API key needs no query, a user's role is
-    read in a short transaction of its own."""
+    read in a short transaction of its own, and remembered `remember_s` (`member_roles`)."""
     if principal.user is None:
         return authorize_api_key(
             project_id=project_id, principal=principal, role=role, hidden_as=hidden_as
         )
-    async with transaction(sessionmaker) as session:
-        effective = await require_role(
-            session, project_id=project_id, principal=principal, role=role, hidden_as=hidden_as
+
+    async def read() -> Role:
+        async with transaction(sessionmaker) as session:
+            found = await MemberRepository(session).role_of(project_id, principal.actor_id)
+        if found is None:
+            raise _NotMember()
+        return found
+
+    try:
+        effective = await member_roles.remembered.load_once(
+            (principal.actor_id, project_id), read, ttl_s=remember_s
         )
+    except _NotMember:
+        raise hidden_as() from None
+    _ensure_rank(effective, role, api_key=False)
     return ProjectAccess(project_id=project_id, role=effective, principal=principal)
 
 
@@ -278,7 +294,8 @@ async def delete_project(session: AsyncSession, *, access: ProjectAccess) -> Non
         data={"name": project.name},
     )
     await ProjectRepository(session).delete(project.id, now=utc_now())
-    after_commit(session, lambda: api_key_principals.forget_project(project.id))
+    after_commit(session, lambda: principals.forget_project(project.id))
+    after_commit(session, lambda: member_roles.forget_project(project.id))
 
 
 # --- members ----------------------------------------------------------------------------------
@@ -362,6 +379,7 @@ async def change_member_role(
         await _step_down_owner(session, project, user_id)
     previous = member.role
     member.role = role
+    after_commit(session, lambda: member_roles.forget_member(project.id, user_id))
     event_service.record(
         session,
         "project.member_role_changed",
@@ -388,6 +406,7 @@ async def remove_member(
             _ensure(access, Role.owner)
         await _step_down_owner(session, project, user_id)
     await MemberRepository(session).remove(project.id, user_id)
+    after_commit(session, lambda: member_roles.forget_member(project.id, user_id))
     reason = DepartureReason.creator_left if leaving else DepartureReason.creator_removed
     await departures.revoke_what_they_created(
         session,
@@ -462,7 +481,7 @@ async def revoke_api_key(
         raise ApiKeyNotFound()
     revoked = await repository.revoke(api_key.id, now=utc_now())
     # This process forgets the key at once; the others within `security.principal_cache_s`.
-    after_commit(session, lambda: api_key_principals.forget_api_key(api_key.id))
+    after_commit(session, lambda: principals.forget_api_key(api_key.id))
     if revoked is not None:
         event_service.record(
             session,

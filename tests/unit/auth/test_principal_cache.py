@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
 import pytest
 
+from app.auth.models import User
 from app.auth.principal import Principal
 from app.auth.principal_cache import PrincipalCache
 from app.events.models import ActorType
@@ -79,61 +79,23 @@ def test_it_is_bounded_by_evicting_the_oldest(clock: list[float]) -> None:
 def test_the_secret_itself_is_not_kept(clock: list[float]) -> None:
     cache = PrincipalCache()
     cache.put("tg_topsecret", _principal(), ttl_s=1.0)
-    assert all(b"topsecret" not in digest for digest in cache._entries)
+    assert all(b"topsecret" not in digest for digest in cache._memo._entries)
 
 
-async def test_concurrent_misses_of_one_key_load_it_once() -> None:
+async def test_a_user_forgotten_here_loses_every_token_at_once(clock: list[float]) -> None:
     cache = PrincipalCache()
-    principal = _principal()
-    release = asyncio.Event()
-    loads = 0
-
-    async def load() -> Principal:
-        nonlocal loads
-        loads += 1
-        await release.wait()
-        return principal
-
-    waiting = [asyncio.ensure_future(cache.load_once("tg_secret", load)) for _ in range(20)]
-    other = asyncio.ensure_future(cache.load_once("tg_other", load))
-    await asyncio.sleep(0)
-    release.set()
-    assert await asyncio.gather(*waiting) == [principal] * 20
-    await other
-    assert loads == 2  # one per credential
-    # Done: the next miss loads again (what a load found is `put`'s to keep, not this one's).
-    await cache.load_once("tg_secret", load)
-    assert loads == 3
-
-
-async def test_a_failed_load_fails_every_waiter_and_is_not_kept() -> None:
-    cache = PrincipalCache()
-
-    async def load() -> Principal:
-        await asyncio.sleep(0)
-        raise LookupError("no such key")
-
-    results = await asyncio.gather(
-        *(cache.load_once("tg_wrong", load) for _ in range(5)), return_exceptions=True
+    user_id = uuid.uuid4()
+    user = Principal.for_user(User(id=user_id, email="ada@example.com"))
+    key = Principal(  # a key whose id happens to be the user's
+        actor_type=ActorType.api_key,
+        actor_id=user_id,
+        user=None,
+        api_key_project_id=uuid.uuid4(),
     )
-    assert all(isinstance(result, LookupError) for result in results)
-    with pytest.raises(LookupError):
-        await cache.load_once("tg_wrong", load)
-
-
-async def test_a_waiter_that_goes_away_does_not_cancel_the_others_load() -> None:
-    cache = PrincipalCache()
-    principal = _principal()
-    release = asyncio.Event()
-
-    async def load() -> Principal:
-        await release.wait()
-        return principal
-
-    first = asyncio.ensure_future(cache.load_once("tg_secret", load))
-    second = asyncio.ensure_future(cache.load_once("tg_secret", load))
-    await asyncio.sleep(0)
-    first.cancel()
-    release.set()
-    assert await second is principal
-    assert first.cancelled()
+    cache.put("token-one", user, ttl_s=1.0)
+    cache.put("token-two", user, ttl_s=1.0)
+    cache.put("tg_key", key, ttl_s=1.0)
+    cache.forget_user(user_id)
+    assert cache.get("token-one") is None
+    assert cache.get("token-two") is None
+    assert cache.get("tg_key") is key
