@@ -28,6 +28,7 @@ from app.files.router import router as files_router
 from app.files.router import upload_file
 from app.files.upload import max_body_bytes
 from app.health.router import router as health_router
+from app.projects.cache import ProjectCache
 from app.projects.limits import rates_lookup
 from app.projects.router import router as projects_router
 from app.tasks.cache import TaskCache
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = redis
         if settings.cache.enabled:
             app.state.task_cache = TaskCache(redis, settings.cache)
+            app.state.project_cache = ProjectCache(redis, settings.cache)
         if settings.rate_limits.enabled:
             app.state.admission = Admission(
                 RateLimiter(redis, settings.rate_limits),

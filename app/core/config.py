@@ -384,10 +384,13 @@ class RateLimitSettings(BaseModel):
 
 
 class CacheSettings(BaseModel):
-    """The read-through cache of finished tasks in Redis (`tasks/cache.py`)."""
+    """The read-through caches in Redis: finished tasks (`tasks/cache.py`), project rows
+    (`projects/cache.py`)."""
 
     enabled: bool = True
     task_ttl_s: int = Field(30, ge=1, le=3600)  # how long a finished task is kept
+    # How long a project row is kept: a read racing a change may keep the older row this long.
+    project_ttl_s: int = Field(10, ge=1, le=300)
     breaker_s: float = Field(5.0, ge=0, le=300)  # Redis is skipped this long after a failure
 
 

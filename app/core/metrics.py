@@ -71,9 +71,11 @@ DB_POOL = Gauge(
     ["process", "state"],
     multiprocess_mode="livesum",
 )
-# Declared ahead of the cache that will count it, so dashboards and alerts can use it.
+# Counted by `core/readcache.py` (the task and project caches).
 CACHE_REQUESTS = Counter(
-    "taskgate_cache_requests_total", "Read-through cache lookups by result (hit, miss).", ["result"]
+    "taskgate_cache_requests_total",
+    "Read-through cache lookups by cache (task, project) and result (hit, miss).",
+    ["cache", "result"],
 )
 # Counted by `auth/admission.py`.
 RATE_LIMITED = Counter(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from app.auth.dependencies import CurrentPrincipal, CurrentUser
 from app.auth.exceptions import InvalidCredentials, UserTokenRequired
@@ -14,7 +14,13 @@ from app.core.dependencies import SessionDep, SettingsDep
 from app.core.errors import error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.projects import service as project_service
-from app.projects.dependencies import AdminAccess, OwnerAccess, ViewerAccess
+from app.projects.cache import ProjectCache
+from app.projects.dependencies import (
+    AdminAccess,
+    DetachedViewerAccess,
+    OwnerAccess,
+    ViewerAccess,
+)
 from app.projects.exceptions import (
     AlreadyMember,
     ApiKeyNotFound,
@@ -41,6 +47,11 @@ from app.projects.settings import effective_settings
 router = APIRouter()
 
 _IN_PROJECT = (InvalidCredentials, InsufficientRole, ProjectNotFound)
+
+
+def _cache(request: Request) -> ProjectCache | None:
+    cache: ProjectCache | None = getattr(request.app.state, "project_cache", None)
+    return cache
 
 
 def _project(project: Project, role: Role, settings: Settings) -> ProjectRead:
@@ -109,20 +120,28 @@ async def list_projects(
 
 @router.get("/projects/{project_id}", tags=["projects"], responses=error_responses(*_IN_PROJECT))
 async def get_project(
-    access: ViewerAccess, session: SessionDep, settings: SettingsDep
+    request: Request, access: DetachedViewerAccess, settings: SettingsDep
 ) -> ProjectRead:
     """A project you are in (any role)."""
-    project = await project_service.get_project(session, access=access)
+    project = await project_service.read_project(
+        request.app.state.sessionmaker, access=access, cache=_cache(request)
+    )
     return _project(project, access.role, settings)
 
 
 @router.patch("/projects/{project_id}", tags=["projects"], responses=error_responses(*_IN_PROJECT))
 async def update_project(
-    data: ProjectUpdate, access: AdminAccess, session: SessionDep, settings: SettingsDep
+    request: Request,
+    data: ProjectUpdate,
+    access: AdminAccess,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> ProjectRead:
     """Rename the project or change its settings (merged key by key; `null` removes a key).
     Needs `admin`."""
-    project = await project_service.update_project(session, access=access, data=data)
+    project = await project_service.update_project(
+        session, access=access, data=data, cache=_cache(request)
+    )
     return _project(project, access.role, settings)
 
 
@@ -133,9 +152,9 @@ async def update_project(
     response_class=Response,
     responses=error_responses(*_IN_PROJECT),
 )
-async def delete_project(access: OwnerAccess, session: SessionDep) -> None:
+async def delete_project(request: Request, access: OwnerAccess, session: SessionDep) -> None:
     """Delete the project with its tasks, files, keys and webhooks. Needs `owner`."""
-    await project_service.delete_project(session, access=access)
+    await project_service.delete_project(session, access=access, cache=_cache(request))
 
 
 # --- members ----------------------------------------------------------------------------------

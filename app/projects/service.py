@@ -10,9 +10,11 @@ API keys act in their own project with a role from their scopes: `write` -> `mem
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -46,6 +48,9 @@ from app.projects.repository import ApiKeyRepository, MemberRepository, ProjectR
 from app.projects.schemas import ProjectUpdate
 from app.projects.settings import merge_settings
 from app.projects.settings import settings_of as settings_of
+
+if TYPE_CHECKING:  # its Redis client and metrics stay out of the CLI's imports
+    from app.projects.cache import ProjectCache
 
 
 @dataclass(frozen=True)
@@ -245,10 +250,32 @@ async def get_project(session: AsyncSession, *, access: ProjectAccess) -> Projec
     return project
 
 
-async def update_project(
-    session: AsyncSession, *, access: ProjectAccess, data: ProjectUpdate
+async def read_project(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    access: ProjectAccess,
+    cache: ProjectCache | None = None,
 ) -> Project:
-    """Rename the project and/or merge its settings (a `null` value removes a key); admin+."""
+    """`get_project` holding no connection afterwards, through the project cache when there is
+    one (the caller's access is `access`, checked already)."""
+    if cache is not None and (cached := await cache.get(access.project_id)) is not None:
+        return cached
+    async with transaction(sessionmaker) as session:
+        project = await get_project(session, access=access)
+    if cache is not None:
+        await cache.put(project)
+    return project
+
+
+async def update_project(
+    session: AsyncSession,
+    *,
+    access: ProjectAccess,
+    data: ProjectUpdate,
+    cache: ProjectCache | None = None,
+) -> Project:
+    """Rename the project and/or merge its settings (a `null` value removes a key); admin+.
+    The project cache forgets the row once the change has committed."""
     _ensure(access, Role.admin)
     project = await get_project(session, access=access)
     changed: list[str] = []
@@ -263,6 +290,8 @@ async def update_project(
             # This process applies the new limits at once; the others within a second.
             after_commit(session, lambda: project_limits.forget(project.id))
     if changed:
+        if cache is not None:
+            after_commit(session, functools.partial(cache.forget, project.id))
         event_service.record(
             session,
             "project.updated",
@@ -279,7 +308,9 @@ async def update_project(
     return project
 
 
-async def delete_project(session: AsyncSession, *, access: ProjectAccess) -> None:
+async def delete_project(
+    session: AsyncSession, *, access: ProjectAccess, cache: ProjectCache | None = None
+) -> None:
     """Delete the project and everything in it; owner only. The event outlives it, and its
     objects in S3 go with the next sweep (`app.files.project_sweep`)."""
     _ensure(access, Role.owner)
@@ -296,6 +327,8 @@ async def delete_project(session: AsyncSession, *, access: ProjectAccess) -> Non
     await ProjectRepository(session).delete(project.id, now=utc_now())
     after_commit(session, lambda: principals.forget_project(project.id))
     after_commit(session, lambda: member_roles.forget_project(project.id))
+    if cache is not None:
+        after_commit(session, functools.partial(cache.forget, project.id))
 
 
 # --- members ----------------------------------------------------------------------------------

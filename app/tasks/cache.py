@@ -6,13 +6,12 @@ PostgreSQL's row read. The cache holds the row, never an answer: each read still
 caller's access to the row's project (an API key's project needs no query; a user's membership
 is still looked up), so one project's task can never be served to another's caller, and presigned
 result URLs are made fresh. A result's expiry forgets its entry once committed. Redis failing
-opens a breaker: reads go to PostgreSQL until it has passed.
+opens a breaker: reads go to PostgreSQL until it has passed (`core/readcache.py`).
 """
 
 from __future__ import annotations
 
 import enum
-import logging
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -21,16 +20,13 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from app.core.breaker import Breaker
+from app.core import readcache
 from app.core.config import CacheSettings
 from app.core.db import detached
-from app.core.metrics import CACHE_REQUESTS
-from app.core.ratelimit import REDIS_ERRORS
+from app.core.readcache import ReadCache
 from app.tasks.models import TASK_COLUMNS, TERMINAL_STATUSES, Task
 
-log = logging.getLogger(__name__)
-
-KEY_PREFIX = "taskgate:cache:task:"
+KIND = "task"
 
 
 def _decoder(kind: type[Any] | None) -> Callable[[Any], Any] | None:
@@ -77,42 +73,26 @@ class TaskCache:
     """One per API process (`app.state.task_cache`), on its Redis client."""
 
     def __init__(self, redis: Redis, settings: CacheSettings) -> None:
-        self.redis = redis
-        self.settings = settings
-        self.breaker = Breaker(settings.breaker_s)
+        self.rows = ReadCache(
+            redis, kind=KIND, ttl_s=settings.task_ttl_s, breaker_s=settings.breaker_s
+        )
 
     async def get(self, task_id: uuid.UUID) -> Task | None:
         """The cached terminal task, or None (not cached, or Redis away)."""
-        if self.breaker.is_open:
-            return None
-        try:
-            raw = await self.redis.get(KEY_PREFIX + str(task_id))
-        except REDIS_ERRORS as exc:
-            self._failed(exc)
-            return None
-        CACHE_REQUESTS.labels(result="miss" if raw is None else "hit").inc()
+        raw = await self.rows.get(task_id)
         return None if raw is None else _decode(raw)
 
     async def put(self, task: Task) -> None:
         """Keep `task` if it is terminal (an unfinished one changes at any moment)."""
-        if task.status not in TERMINAL_STATUSES or self.breaker.is_open:
+        if task.status not in TERMINAL_STATUSES:
             return
         try:
             encoded = _encode(task)
         except TypeError:  # read from PostgreSQL every time, as without the cache
             return
-        try:
-            await self.redis.set(KEY_PREFIX + str(task.id), encoded, ex=self.settings.task_ttl_s)
-        except REDIS_ERRORS as exc:
-            self._failed(exc)
-
-    def _failed(self, exc: BaseException) -> None:
-        self.breaker.trip()
-        log.warning("task cache skipped: Redis failed", extra={"error": repr(exc)})
+        await self.rows.put(task.id, encoded)
 
 
 async def forget(redis: Redis, task_ids: Iterable[uuid.UUID]) -> None:
     """Drop the cached copies of these tasks (they changed); after their change has committed."""
-    keys = [KEY_PREFIX + str(task_id) for task_id in task_ids]
-    if keys:
-        await redis.delete(*keys)
+    await readcache.forget(redis, KIND, task_ids)

@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import transaction, utc_now
 from app.core.metrics import CACHE_REQUESTS
+from app.core.readcache import key_of
 from app.files.storage import Storage
 from app.projects.models import Project, Role
-from app.tasks.cache import KEY_PREFIX
 from app.tasks.models import TaskStatus
 from app.tasks.retention import expire_results
 from tests.factories import add_member, auth_headers, make_api_key, make_user
@@ -30,7 +30,7 @@ async def _key(db: async_sessionmaker[AsyncSession], project: Project) -> dict[s
 
 
 def _hits() -> float:
-    hits: float = CACHE_REQUESTS.labels(result="hit")._value.get()
+    hits: float = CACHE_REQUESTS.labels(cache="task", result="hit")._value.get()
     return hits
 
 
@@ -66,9 +66,9 @@ async def test_a_finished_task_read_again_comes_from_the_cache_and_answers_the_s
     assert first.status_code == second.status_code == 200
     assert second.json() == first.json()
     assert second.json()["result"] == {"answer": 42}
-    assert await redis.ttl(f"{KEY_PREFIX}{task_id}") > 0
+    assert await redis.ttl(key_of("task", task_id)) > 0
     assert waiting.status_code == 200
-    assert await redis.exists(f"{KEY_PREFIX}{queued.id}") == 0
+    assert await redis.exists(key_of("task", queued.id)) == 0
 
 
 async def test_a_cached_task_is_never_served_to_another_projects_caller(
@@ -106,7 +106,7 @@ async def test_a_results_expiry_forgets_the_cached_copy_once_committed(
     task_id = await _finished(live_db, live_project)
     async with own_api(settings) as client:
         assert (await client.get(f"/v1/tasks/{task_id}", headers=key)).status_code == 200
-        assert await redis.exists(f"{KEY_PREFIX}{task_id}") == 1
+        assert await redis.exists(key_of("task", task_id)) == 1
         async with transaction(live_db) as session:
             expired = await expire_results(
                 session,
@@ -116,7 +116,7 @@ async def test_a_results_expiry_forgets_the_cached_copy_once_committed(
                 redis=redis,
             )
         assert expired >= 1
-        assert await redis.exists(f"{KEY_PREFIX}{task_id}") == 0
+        assert await redis.exists(key_of("task", task_id)) == 0
         again = await client.get(f"/v1/tasks/{task_id}", headers=key)
     assert again.json()["result"] is None
 
