@@ -18,6 +18,7 @@ from app.core import tracing
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import PROBLEM_OPENAPI_SCHEMA, PayloadTooLarge, install_error_handlers
+from app.core.headers import SecurityHeaders
 from app.core.logging import configure_logging
 from app.core.metrics import MetricsMiddleware, watch_pool
 from app.core.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -49,7 +50,13 @@ class TaskgateAPI(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         settings: Settings = self.state.settings
         return RequestIdMiddleware(
-            super().build_middleware_stack(), trusted_proxies=settings.api.trusted_proxies
+            super().build_middleware_stack(),
+            trusted_proxies=settings.api.trusted_proxies,
+            security_headers=SecurityHeaders(
+                hsts_max_age_s=settings.api.hsts_max_age_s,
+                hsts_always=settings.api.hsts_always,
+                docs_paths=(self.docs_url, self.redoc_url, self.swagger_ui_oauth2_redirect_url),
+            ),
         )
 
 

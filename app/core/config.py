@@ -198,6 +198,17 @@ class ApiSettings(BaseModel):
     # Peers (addresses or CIDRs) whose `X-Request-ID` is trusted. Empty: a sane id is kept from
     # any caller (it is a correlation id, not a credential); set: kept from these peers only.
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+    # Strict-Transport-Security's max-age on answers to HTTPS requests (TLS at uvicorn, or
+    # `X-Forwarded-Proto: https` from a proxy uvicorn trusts); 0: never sent. `hsts_always`: on
+    # every answer, for a TLS proxy whose scheme does not reach the app.
+    hsts_max_age_s: int = Field(31_536_000, ge=0)
+    hsts_always: bool = False
+
+    @model_validator(mode="after")
+    def _hsts_always_needs_an_age(self) -> Self:
+        if self.hsts_always and self.hsts_max_age_s == 0:
+            raise ValueError("hsts_always needs hsts_max_age_s above 0")
+        return self
 
 
 class WorkerSettings(BaseModel):

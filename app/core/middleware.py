@@ -1,5 +1,5 @@
-"""ASGI middleware: request ids on every request and response; request bodies bounded per route;
-the client's address behind trusted proxies."""
+"""ASGI middleware: request ids on every request and response, and the security headers; request
+bodies bounded per route; the client's address behind trusted proxies."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.context import request_id_var
+from app.core.headers import NO_STORE, SecurityHeaders
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.encode()
+_CACHE_CONTROL = NO_STORE[0]
 # A client's id is kept only if it is short and plain, so it is safe in logs and headers.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # matched whole (fullmatch)
 
@@ -36,14 +39,22 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 class RequestIdMiddleware:
     """Keep the caller's `X-Request-ID` when sane (and, with `trusted_proxies`, sent by one of
-    them), else make one; echo it and expose it to logs.
+    them), else make one; echo it and expose it to logs. Every response also gets the security
+    headers (`core/headers.py`, precomputed) and those dependencies added (`add_response_headers`).
 
     Mounted outside Starlette's `ServerErrorMiddleware` (`main.TaskgateAPI`), so the id is still
-    set while a 500 is rendered, and that response carries it too."""
+    set while a 500 is rendered, and that response carries it and the headers too."""
 
-    def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[Network] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        trusted_proxies: Sequence[Network] = (),
+        security_headers: SecurityHeaders | None = None,
+    ) -> None:
         self.app = app
         self.trusted_proxies = tuple(trusted_proxies)
+        self.security_headers = security_headers or SecurityHeaders()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,12 +76,18 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", [])
-                    if name.lower() != REQUEST_ID_HEADER.encode()
-                ]
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                headers = []
+                cached = False
+                for name, value in message.get("headers", []):
+                    lowered = name.lower()
+                    if lowered == _REQUEST_ID_NAME:
+                        continue
+                    cached = cached or lowered == _CACHE_CONTROL
+                    headers.append((name, value))
+                headers.append((_REQUEST_ID_NAME, request_id.encode()))
+                headers.extend(self.security_headers.of(scope))
+                if not cached:
+                    headers.append(NO_STORE)
                 headers.extend(scope.get(RESPONSE_HEADERS, ()))
                 message["headers"] = headers
             await send(message)
