@@ -14,8 +14,8 @@ API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-
 
 # FastAPI's /docs (Swagger UI) and /redoc pages: their scripts and styles come from the CDN that
 # `fastapi.openapi.docs` names, Swagger UI starts from an inline script and both inject inline
-# styles, ReDoc loads Google's fonts and searches in a worker made from a blob; both fetch
-# /openapi.json, and "try it out" calls the API, on this origin. Nothing else is allowed.
+# styles, ReDoc loads Google's fonts and its own logo and searches in a worker made from a blob;
+# both fetch /openapi.json, and "try it out" calls the API, on this origin. Nothing else.
 _DOCS_CDN = "https://cdn.jsdelivr.net"
 DOCS_POLICY = "; ".join(
     (
@@ -23,7 +23,7 @@ DOCS_POLICY = "; ".join(
         f"script-src 'self' 'unsafe-inline' {_DOCS_CDN}",
         f"style-src 'self' 'unsafe-inline' {_DOCS_CDN} https://fonts.googleapis.com",
         "font-src https://fonts.gstatic.com",
-        "img-src 'self' data: https://fastapi.tiangolo.com",
+        "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly",
         "connect-src 'self'",
         "worker-src blob:",
         "frame-ancestors 'none'",
