@@ -49,6 +49,11 @@ class DatabaseSettings(BaseModel):
     # transaction mode, a URL that reaches PostgreSQL directly (or a session-mode pool). None:
     # `url`.
     listen_url: str | None = None
+    # Migrations (`taskgate migrate`, `alembic upgrade`): how long a schema change waits for a
+    # table's lock before the run gives up, having changed nothing (requests queue behind a
+    # waiting ALTER, so this bounds their delay), and how long one statement of a run may take.
+    migration_lock_timeout_ms: int = Field(5_000, ge=0)
+    migration_statement_timeout_ms: int = Field(3_600_000, ge=0)
 
     @model_validator(mode="after")
     def _ca_for_verification(self) -> Self:

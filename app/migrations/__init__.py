@@ -9,6 +9,8 @@ from pathlib import Path
 from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
+# pg_advisory_xact_lock's key for migration runs (env.py): "taskgate" in ASCII.
+MIGRATION_LOCK_KEY = 0x7461736B67617465
 # Present in a source checkout only (an installed package has no repo around it).
 ALEMBIC_INI = MIGRATIONS_DIR.parent.parent / "alembic.ini"
 
