@@ -63,6 +63,7 @@ class TestWorkflows:
         assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
         assert "pip_audit" in _runs("audit")
         assert "--requirement requirements.lock" in _runs("audit")
+        assert "pip-audit-allowlist.toml" in _runs("audit")
         for job in ("test", "audit"):
             assert "if" not in ci["jobs"][job], job
 
