@@ -7,10 +7,38 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.auth.models import User
+from app.core.db import create_sessionmaker, transaction
 from app.devstack import StackUrls
+from app.projects.models import Project
+from tests.factories import make_project, make_user
 from tests.support import plain_dsn
+
+
+@pytest.fixture
+def live_db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that really commit, for tests whose API, worker or second coroutine runs on a
+    pool of its own (the rolled-back `db` shares one connection, which two must never use at
+    once)."""
+    return create_sessionmaker(engine)
+
+
+@pytest.fixture
+async def owner_and_project(
+    live_db: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[tuple[User, Project]]:
+    """A committed user and their project, deleted afterwards."""
+    async with transaction(live_db) as session:
+        owner = await make_user(session)
+        project = await make_project(session, owner=owner)
+    yield owner, project
+    async with transaction(live_db) as session:
+        await session.execute(delete(Project).where(Project.id == project.id))
+        await session.execute(delete(User).where(User.id == owner.id))
 
 
 @pytest.fixture

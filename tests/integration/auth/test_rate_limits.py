@@ -14,17 +14,17 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import User
 from app.core.config import Settings
-from app.core.db import create_sessionmaker, transaction
+from app.core.db import transaction
 from app.core.ratelimit import KEY_PREFIX
 from app.projects.limits import project_limits
 from app.projects.models import Project
 from app.tasks.models import Task
-from tests.factories import DEFAULT_PASSWORD, auth_headers, make_api_key, make_project, make_user
+from tests.factories import DEFAULT_PASSWORD, auth_headers, make_api_key
 from tests.support import own_api
 
 
@@ -34,24 +34,6 @@ async def _peer_buckets_restored(redis: Redis) -> AsyncIterator[None]:
     refill them after, for the rest of the session's tests."""
     yield
     await redis.delete(*(f"{KEY_PREFIX}{scope}:ip:127.0.0.1" for scope in ("sign_in", "register")))
-
-
-@pytest.fixture
-def live_db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return create_sessionmaker(engine)
-
-
-@pytest.fixture
-async def owner_and_project(
-    live_db: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[tuple[User, Project]]:
-    async with transaction(live_db) as session:
-        owner = await make_user(session)
-        project = await make_project(session, owner=owner)
-    yield owner, project
-    async with transaction(live_db) as session:
-        await session.execute(delete(Project).where(Project.id == project.id))
-        await session.execute(delete(User).where(User.id == owner.id))
 
 
 def _client(

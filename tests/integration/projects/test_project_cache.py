@@ -4,16 +4,14 @@ caller, and with Redis away reads come from PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import User
 from app.core.config import Settings
-from app.core.db import create_sessionmaker, transaction
+from app.core.db import transaction
 from app.core.metrics import CACHE_REQUESTS
 from app.core.readcache import key_of
 from app.projects.models import Project, Role
@@ -22,22 +20,9 @@ from tests.support import free_port, own_api
 
 
 @pytest.fixture
-def live_db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that really commit: the API under test runs on its own pool."""
-    return create_sessionmaker(engine)
-
-
-@pytest.fixture
-async def owned(
-    live_db: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[tuple[Project, User]]:
-    async with transaction(live_db) as session:
-        owner = await make_user(session)
-        project = await make_project(session, owner=owner)
-    yield project, owner
-    async with transaction(live_db) as session:
-        await session.execute(delete(Project).where(Project.id == project.id))
-        await session.execute(delete(User).where(User.id == owner.id))
+def owned(owner_and_project: tuple[User, Project]) -> tuple[Project, User]:
+    owner, project = owner_and_project
+    return project, owner
 
 
 def _hits() -> float:

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import User
 from app.core.config import Settings, TaskSettings
-from app.core.db import create_sessionmaker, transaction, utc_now
+from app.core.db import transaction, utc_now
 from app.events.models import Event
 from app.projects.models import Project
 from app.tasks.models import Task, TaskStatus
@@ -31,15 +31,6 @@ async def project(db: async_sessionmaker[AsyncSession]) -> Project:
         owner = await make_user(session)
         project = await make_project(session, owner=owner)
     return project
-
-
-@pytest.fixture
-def live_db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that really commit, for tests that run a worker and the test side concurrently.
-
-    The rolled-back `db` shares one connection, which two coroutines must never use at once.
-    """
-    return create_sessionmaker(engine)
 
 
 async def _committed_project(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[Project]:
