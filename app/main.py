@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 from starlette.types import ASGIApp
 
@@ -17,16 +16,17 @@ from app.auth.router import router as auth_router
 from app.core import tracing
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
-from app.core.errors import PROBLEM_OPENAPI_SCHEMA, PayloadTooLarge, install_error_handlers
+from app.core.errors import install_error_handlers
 from app.core.headers import SecurityHeaders
 from app.core.logging import configure_logging
 from app.core.metrics import MetricsMiddleware, watch_pool
 from app.core.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from app.core.ratelimit import RateLimited, RateLimiter
+from app.core.openapi import build_openapi, operation_id
+from app.core.ratelimit import RateLimiter
 from app.core.redis import create_redis
 from app.events.router import router as events_router
+from app.files.router import UPLOAD_FORM_SCHEMA, upload_file
 from app.files.router import router as files_router
-from app.files.router import upload_file
 from app.files.upload import max_body_bytes
 from app.health.router import router as health_router
 from app.projects.cache import ProjectCache
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         telemetry=_telemetry(settings),
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.add_middleware(
@@ -124,20 +125,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
+            app.openapi_schema = build_openapi(
                 title=app.title,
                 version=app.version,
                 description=app.description,
                 routes=app.routes,
+                schemas={"FileUploadForm": UPLOAD_FORM_SCHEMA},
             )
-            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-            schemas["Problem"] = PROBLEM_OPENAPI_SCHEMA
-            _describe_validation_errors_as_problems(schema)
-            _describe_body_limits(schema)
-            _describe_rate_limits(schema)
-            schemas.pop("HTTPValidationError", None)
-            schemas.pop("ValidationError", None)
-            app.openapi_schema = schema
+            _describe_limits(app.openapi_schema, settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -159,67 +154,10 @@ def _telemetry(settings: Settings) -> TelemetryConfig:
     }
 
 
-def _describe_validation_errors_as_problems(schema: dict[str, Any]) -> None:
-    """FastAPI documents 422 as its own JSON shape; the server answers with problem+json."""
-    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for operations in schema.get("paths", {}).values():
-        for operation in operations.values():
-            response = operation.get("responses", {}).get("422")
-            if response is not None:
-                response["content"] = problem
-                response["description"] = "Request validation failed"
-
-
-def _describe_body_limits(schema: dict[str, Any]) -> None:
-    """Every route that reads a body answers 413 past its limit (`BodyLimitMiddleware`)."""
-    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for operations in schema.get("paths", {}).values():
-        for operation in operations.values():
-            if "requestBody" not in operation:
-                continue
-            response = operation.setdefault("responses", {}).setdefault(
-                "413", {"description": PayloadTooLarge.title, "content": problem}
-            )
-            if PayloadTooLarge.title not in response["description"]:
-                response["description"] += f" / {PayloadTooLarge.title}"
-
-
-_RATE_HEADERS = {
-    "RateLimit-Limit": "Requests the caller's bucket allows per minute.",
-    "RateLimit-Remaining": "Requests left in the bucket now.",
-    "RateLimit-Reset": "Seconds until the bucket is full again.",
-}
-
-
-def _describe_rate_limits(schema: dict[str, Any]) -> None:
-    """Every authenticated route draws from a rate limit (`auth/admission.py`): its answers carry
-    `RateLimit-*` headers, and a 429 with `Retry-After` when the bucket is empty."""
-    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    headers = {
-        name: {"description": text, "schema": {"type": "integer"}}
-        for name, text in _RATE_HEADERS.items()
-    }
-    for operations in schema.get("paths", {}).values():
-        for operation in operations.values():
-            if not operation.get("security"):
-                continue
-            responses = operation.setdefault("responses", {})
-            responses.setdefault(
-                "429",
-                {
-                    "description": RateLimited.title,
-                    "content": problem,
-                    "headers": {
-                        "Retry-After": {
-                            "description": "Seconds before the request could pass.",
-                            "schema": {"type": "integer"},
-                        }
-                    },
-                },
-            )
-            for status_code, response in responses.items():
-                if status_code.startswith("2"):
-                    response.setdefault("headers", {}).update(headers)
+def _describe_limits(document: dict[str, Any], settings: Settings) -> None:
+    """Bounds that come from settings rather than from a schema: an announced file's size."""
+    size = document["components"]["schemas"]["FileCreate"]["properties"]["size"]
+    size["maximum"] = settings.files.max_upload_bytes
 
 
 def create_app_from_env() -> FastAPI:

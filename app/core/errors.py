@@ -10,7 +10,9 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core.context import request_id_var
 
@@ -153,17 +155,31 @@ _HTTP_TITLES = {
 }
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of the path: FastAPI makes a route per method, and Starlette's 405 names
+    only the first route that matched the path."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     title = _HTTP_TITLES.get(exc.status_code, "HTTP error")
     slug = title.lower().replace(" ", "-")
+    headers = dict(exc.headers or {})
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        headers["Allow"] = _allowed_methods(request)
     return problem(
         request,
         status_code=exc.status_code,
         type_=slug,
         title=title,
         detail=str(exc.detail),
-        headers=dict(exc.headers or {}),
+        headers=headers,
     )
 
 

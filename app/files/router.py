@@ -27,25 +27,28 @@ from app.projects.exceptions import InsufficientRole, ProjectNotFound
 
 router = APIRouter(tags=["files"])
 
+# The body `upload_file` streams itself, by name in the document's components (`main.py`).
+UPLOAD_FORM_SCHEMA = {
+    "title": "FileUploadForm",
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "The file. Its part's `filename` and `Content-Type` (any media type, "
+            "such as `text/csv`) become the file's name and media type.",
+        }
+    },
+    "additionalProperties": False,
+}
 _MULTIPART_BODY = {
     "requestBody": {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "The file. Its part's `filename` and `Content-Type` "
-                            "become the file's name and media type.",
-                        }
-                    },
-                    "additionalProperties": False,
-                },
-                "encoding": {"file": {"contentType": "*/*"}},
+                "schema": {"$ref": "#/components/schemas/FileUploadForm"},
+                "encoding": {"file": {"contentType": "application/octet-stream"}},
             }
         },
     }

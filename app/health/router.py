@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -101,7 +102,11 @@ async def get_readiness(
     return Readiness(status="failed", checks=checks)
 
 
-@router.get("/metrics", response_class=Response, include_in_schema=True)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+)
 async def get_metrics(request: Request) -> Response:
     """Prometheus text exposition of the metrics of every taskgate process on this host (API,
     workers, scheduler) and the broker's queue depths (restrict by network in production)."""

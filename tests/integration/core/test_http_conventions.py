@@ -41,6 +41,12 @@ class TestProblemDetails:
         assert response.status_code == 405
         assert response.json()["type"].endswith("/method-not-allowed")
 
+    async def test_a_405_allows_every_method_of_the_path(self, client: httpx.AsyncClient) -> None:
+        response = await client.put(f"/v1/webhooks/{uuid.uuid4()}")
+
+        assert response.status_code == 405
+        assert response.headers["allow"] == "DELETE, GET, PATCH"
+
 
 class TestOpenApi:
     async def test_the_document_describes_the_operations_routes(
