@@ -6,12 +6,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from app.auth.exceptions import InvalidCredentials
 from app.core.dependencies import SessionDep
 from app.core.errors import error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
+from app.core.types import Rfc3339Time
 from app.events import service as event_service
 from app.events.schemas import EventRead
 from app.projects.dependencies import ViewerAccess
@@ -39,7 +39,7 @@ async def list_events(
         uuid.UUID | None, Query(description="Only events about this object.")
     ] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="Only events at or after this time (RFC 3339).")
+        Rfc3339Time | None, Query(description="Only events at or after this time (RFC 3339).")
     ] = None,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,

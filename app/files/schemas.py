@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from app.core.types import JsonInt
 from app.files.models import File, FileStatus
 from app.files.storage import PresignedUrl
 
@@ -52,7 +53,15 @@ FileName = Annotated[
 ]
 ContentType = Annotated[
     str,
-    Field(examples=["image/png"], description="The media type the file is stored and served as."),
+    Field(
+        examples=["image/png"],
+        description="The media type the file is stored and served as.",
+        # Documented, checked by `check_content_type` (whole-string match, as here).
+        json_schema_extra={
+            "pattern": f"^{_CONTENT_TYPE.pattern}$",
+            "maxLength": MAX_CONTENT_TYPE_LENGTH,
+        },
+    ),
     AfterValidator(check_content_type),
 ]
 
@@ -62,7 +71,9 @@ class FileCreate(BaseModel):
 
     filename: FileName
     content_type: ContentType
-    size: int = Field(ge=0, description="Exact size in bytes; the upload URL accepts only this.")
+    size: JsonInt = Field(
+        ge=0, description="Exact size in bytes; the upload URL accepts only this."
+    )
 
 
 class FileUpload(BaseModel):

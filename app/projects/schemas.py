@@ -99,7 +99,7 @@ class ApiKeyRead(BaseModel):
     id: uuid.UUID
     name: str
     prefix: str
-    scopes: list[str]
+    scopes: list[ApiKeyScope]
     created_by: uuid.UUID | None
     created_at: datetime
     last_used_at: datetime | None = Field(description="Updated at most once a minute.")
@@ -110,6 +110,6 @@ class ApiKeyCreated(BaseModel):
     id: uuid.UUID
     name: str
     prefix: str
-    scopes: list[str]
+    scopes: list[ApiKeyScope]
     created_at: datetime
     key: str = Field(description="The secret key. Shown only in this response: store it now.")

@@ -8,16 +8,18 @@ range: reading leaves those out, so they mean the deployment's default (decision
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
 )
 
 from app.core.config import PerMinuteLimit, ProjectDefaults, QueuedTasksLimit, RunningTasksLimit
+from app.core.types import integral
 from app.projects.models import Project
 
 _QUEUED = "Unfinished tasks (queued, retrying or running) the project may have at once."
@@ -30,23 +32,27 @@ def _is_none(value: object) -> bool:
     return value is None
 
 
+# `3.0` is 3 (the document says `integer`); the model is strict about everything else.
+_Integral = BeforeValidator(integral)
+
+
 class ProjectSettings(BaseModel):
     """A project's own limits. A field left out (or `null`) is the deployment's default."""
 
-    # strict: JSON numbers only, so `"3"`, `3.0` or `true` is a 422 rather than a guess.
+    # strict: JSON integers only, so `"3"`, `3.5` or `true` is a 422 rather than a guess.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     # Left out when shown or stored rather than `null`: absent is what stands for the default.
-    max_queued_tasks: QueuedTasksLimit | None = Field(
+    max_queued_tasks: Annotated[QueuedTasksLimit | None, _Integral] = Field(
         None, description=_QUEUED, examples=[1000], exclude_if=_is_none
     )
-    max_running_tasks: RunningTasksLimit | None = Field(
+    max_running_tasks: Annotated[RunningTasksLimit | None, _Integral] = Field(
         None, description=_RUNNING, examples=[10], exclude_if=_is_none
     )
-    submit_rate_per_minute: PerMinuteLimit | None = Field(
+    submit_rate_per_minute: Annotated[PerMinuteLimit | None, _Integral] = Field(
         None, description=_SUBMITS, exclude_if=_is_none
     )
-    read_rate_per_minute: PerMinuteLimit | None = Field(
+    read_rate_per_minute: Annotated[PerMinuteLimit | None, _Integral] = Field(
         None, description=_READS, exclude_if=_is_none
     )
 

@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.types import JsonObject, PlainText
+from app.core.types import JsonInt, JsonObject, PlainText, Rfc3339Time
 from app.tasks.models import Priority, TaskStatus
 
 
@@ -18,9 +18,9 @@ class TaskSubmit(BaseModel):
     type: PlainText = Field(min_length=1, max_length=100, examples=["echo"])
     input: JsonObject = Field(default_factory=dict, examples=[{"hello": "world"}])
     priority: Priority = Priority.default
-    run_at: AwareDatetime | None = Field(None, description="Do not start before this time.")
-    max_attempts: int | None = Field(None, ge=1, description="Default: the type's.")
-    timeout_s: int | None = Field(None, ge=1, description="Per attempt. Default: the type's.")
+    run_at: Rfc3339Time | None = Field(None, description="Do not start before this time.")
+    max_attempts: JsonInt | None = Field(None, ge=1, description="Default: the type's.")
+    timeout_s: JsonInt | None = Field(None, ge=1, description="Per attempt. Default: the type's.")
 
 
 class TaskErrorRead(BaseModel):
