@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.errors import Conflict, Forbidden, Unauthorized
+from app.core.errors import AppError, Conflict, Forbidden, Unauthorized
 
 
 class InvalidCredentials(Unauthorized):
@@ -12,6 +12,19 @@ class InvalidCredentials(Unauthorized):
         super().__init__(
             "Send `Authorization: Bearer <access token or API key>`; this one is missing, "
             "malformed, expired or revoked."
+        )
+
+
+class InvalidRefreshToken(AppError):
+    """A 401 without `WWW-Authenticate`: the token went in the body, so asking for an
+    `Authorization` header would send the client the wrong way."""
+
+    status, type, title = 401, "invalid-refresh-token", "Invalid refresh token"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This refresh token is malformed, expired, revoked or used already; sign in again "
+            "with `POST /v1/auth/token`."
         )
 
 

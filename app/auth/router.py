@@ -9,7 +9,13 @@ from fastapi import APIRouter, Form, Request, status
 from app.auth import service as auth_service
 from app.auth.admission import admission_of
 from app.auth.dependencies import CurrentUser
-from app.auth.exceptions import EmailTaken, InvalidCredentials, LoginFailed, UserTokenRequired
+from app.auth.exceptions import (
+    EmailTaken,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    LoginFailed,
+    UserTokenRequired,
+)
 from app.auth.schemas import RefreshRequest, TokenForm, TokenResponse, UserRead, UserRegister
 from app.auth.service import TokenPair
 from app.core.db import transaction
@@ -76,19 +82,20 @@ async def create_token(
     return _tokens(pair)
 
 
-@router.post("/auth/refresh", tags=["auth"], responses=error_responses(InvalidCredentials))
+@router.post("/auth/refresh", tags=["auth"], responses=error_responses(InvalidRefreshToken))
 async def refresh_token(
     data: RefreshRequest, sessionmaker: SessionmakerDep, settings: SettingsDep
 ) -> TokenResponse:
     """Trade a refresh token for a new access and refresh token. Each refresh token works once;
-    presenting a used one again revokes every token of that sign-in."""
+    presenting a used one again revokes every token of that sign-in. A refused token is a 401
+    `invalid-refresh-token` (without `WWW-Authenticate`: no header would help)."""
     # Not SessionDep: a reused token's family revocation must commit although the answer is 401.
     async with transaction(sessionmaker) as session:
         pair = await auth_service.refresh(
             session, settings=settings.security, refresh_token=data.refresh_token
         )
     if pair is None:
-        raise InvalidCredentials()
+        raise InvalidRefreshToken()
     return _tokens(pair)
 
 
