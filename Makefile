@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint fmt typecheck pytest check migration migrate migrations-check bench bench-harness bench-quick bench-short lock clean
+.PHONY: install dev test lint fmt typecheck pytest check migration migrate migrations-check bench bench-harness bench-quick bench-short fuzz lock clean
 
 # Fresh Debian/Ubuntu machine: create the venv if needed and install the locked set.
 $(STAMP): pyproject.toml requirements.lock
@@ -50,6 +50,12 @@ migration: $(STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/taskgate migrate
+
+# schemathesis over the served OpenAPI document (tests/e2e/test_fuzz.py): `make test` runs a short
+# seeded pass; this one tries many more examples per operation and the stateful phase.
+fuzz: $(STAMP)
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-300} FUZZ_PHASES=$${FUZZ_PHASES:-examples,coverage,fuzzing,stateful} \
+		$(BIN)/pytest tests/e2e/test_fuzz.py -o timeout=3600 $(PYTEST_ARGS)
 
 migrations-check: $(STAMP)
 	$(BIN)/pytest tests/integration/test_migrations.py
