@@ -60,6 +60,16 @@ class Task(TimestampMixin, Base):
             "lease_expires_at",
             postgresql_where=text("status = 'running'"),
         ),
+        # Queued tasks that no message carries (refused at their project's `max_running_tasks`,
+        # or not published yet), by when they became due: a finishing attempt hands its freed
+        # slot to its project's next one (`statements.py`). Submit and the lease never write
+        # to it (a new task is published, a leased one is running).
+        Index(
+            "ix_tasks_waiting",
+            "project_id",
+            text("coalesce(run_at, created_at)"),
+            postgresql_where=text("status = 'queued' AND dispatched_at IS NULL"),
+        ),
         # The retention sweep: succeeded tasks that still hold a result, oldest first.
         Index(
             "ix_tasks_results_to_expire",
