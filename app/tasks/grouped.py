@@ -8,8 +8,9 @@ with its own guarded UPDATE row, its own event and, on success, its NOTIFY
 statements of `lifecycle` (`lease_now`, `succeed_now`), and so does any task of a group that the
 group's statement did not take: it was not queued any more (or not due), lost its lease, or an
 event subscriber wants its event (then its transition runs in a transaction of its own with the
-subscriber's rows). Guarantees stay those of one task at a time: a transition happens once,
-guarded by status and attempt, in the statement that writes its event.
+subscriber's rows). A lease its project's `max_running_tasks` refused is not tried again: the
+task waits for a freed slot (decision 0017). Guarantees stay those of one task at a time: a
+transition happens once, guarded by status and attempt, in the statement that writes its event.
 """
 
 from __future__ import annotations
@@ -45,13 +46,18 @@ Sessionmaker = async_sessionmaker[AsyncSession]
 
 
 async def _lease(
-    sessionmaker: Sessionmaker, items: Sequence[_Lease], *, worker: str, lease_s: float
+    sessionmaker: Sessionmaker,
+    items: Sequence[_Lease],
+    *,
+    worker: str,
+    lease_s: float,
+    running_cap: int,
 ) -> list[Task | None]:
     if len(items) == 1:
-        return [await _lease_one(sessionmaker, items[0], worker, lease_s)]
+        return [await _lease_one(sessionmaker, items[0], worker, lease_s, running_cap)]
     now = utc_now()
     async with driver_connection(sessionmaker) as connection:
-        leased = await statements.lease_many(
+        leased, refused = await statements.lease_many(
             connection,
             [item.task_id for item in items],
             request_ids=[item.request_id for item in items],
@@ -59,23 +65,28 @@ async def _lease(
             now=now,
             lease_until=now + timedelta(seconds=lease_s),
             event=RowEvent("task.started", request_id=None, at=now),
+            running_cap=running_cap,
         )
     results: list[Task | None] = []
     alone: dict[int, Awaitable[Task | None]] = {}
     seen: set[uuid.UUID] = set()
     for index, item in enumerate(items):
         results.append(leased.get(item.task_id) if item.task_id not in seen else None)
-        if item.task_id not in seen and results[-1] is None:
+        if item.task_id in refused and item.task_id not in seen:
+            lifecycle.log_refused(item.task_id)
+        elif item.task_id not in seen and results[-1] is None:
             # Not queued, or a subscriber wants the event: one task at a time.
-            alone[index] = _lease_one(sessionmaker, item, worker, lease_s)
+            alone[index] = _lease_one(sessionmaker, item, worker, lease_s, running_cap)
         seen.add(item.task_id)  # the same task twice in one group: one attempt only
     return await _with_each(results, alone)
 
 
 async def _lease_one(
-    sessionmaker: Sessionmaker, item: _Lease, worker: str, lease_s: float
+    sessionmaker: Sessionmaker, item: _Lease, worker: str, lease_s: float, running_cap: int
 ) -> Task | None:
-    lease_now = lifecycle.lease_now(sessionmaker, item.task_id, worker=worker, lease_s=lease_s)
+    lease_now = lifecycle.lease_now(
+        sessionmaker, item.task_id, worker=worker, lease_s=lease_s, running_cap=running_cap
+    )
     return await _as_request(item.request_id, lease_now)
 
 
@@ -126,9 +137,12 @@ async def _with_each(
     return results
 
 
-# The leases of one worker id and lease length, and the successes, per sessionmaker (pool).
-LEASES: Groups[Sessionmaker, tuple[str, float], _Lease, Task | None] = Groups(
-    lambda sessionmaker, key: functools.partial(_lease, sessionmaker, worker=key[0], lease_s=key[1])
+# The leases of one worker id, lease length and default cap, and the successes, per
+# sessionmaker (pool).
+LEASES: Groups[Sessionmaker, tuple[str, float, int], _Lease, Task | None] = Groups(
+    lambda sessionmaker, key: functools.partial(
+        _lease, sessionmaker, worker=key[0], lease_s=key[1], running_cap=key[2]
+    )
 )
 SUCCESSES: Groups[Sessionmaker, None, statements.Success, Task | None] = Groups(
     lambda sessionmaker, _: functools.partial(_succeed, sessionmaker)
@@ -141,9 +155,10 @@ async def lease(
     *,
     worker: str,
     lease_s: float,
+    running_cap: int,
 ) -> Task | None:
     """`lifecycle.lease_now`, grouped with the leases this process takes at the same time."""
-    group = LEASES(sessionmaker, (worker, lease_s))
+    group = LEASES(sessionmaker, (worker, lease_s, running_cap))
     return await group(_Lease(task_id, request_id_var.get()))
 
 

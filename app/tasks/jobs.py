@@ -44,6 +44,7 @@ def execute_task(self: CeleryTask[..., None], *task_ids: str) -> None:
                 limits=get_settings().tasks,
                 worker=f"{socket.gethostname()}:{os.getpid()}",
                 storage=Storage.from_settings(get_settings()),
+                running_cap=get_settings().projects.max_running_tasks,
             ),
         )
     )

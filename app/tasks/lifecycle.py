@@ -4,6 +4,7 @@ guarded by status and attempt, each with its event in the same transaction."""
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,8 @@ from app.tasks import statements
 from app.tasks.models import ERROR_MESSAGE_LIMIT, Task, TaskStatus
 from app.tasks.recording import record, subject_of
 from app.tasks.repository import TaskRepository
+
+log = logging.getLogger(__name__)
 
 # Where a transition runs: its connection, in a transaction; what to call once that commits;
 # the sessionmaker for follow-up work (None for a bare session).
@@ -67,18 +70,29 @@ async def _now(
     commits by itself, or, when a subscriber wants its event, `_in_transaction`."""
     async with driver_connection(sessionmaker) as connection:
         alone = await run(connection, RowEvent(kind), True)
+    if alone.refused:
+        return None
     if not alone.wanted:
         return alone.task
     async with driver_transaction(sessionmaker) as (connection, later):
         return await _in_transaction(_On(connection, later.append, sessionmaker), run, kind, data)
 
 
-def _leasing(task_id: uuid.UUID, worker: str, lease_s: float) -> tuple[Statement, EventData]:
+def log_refused(task_id: uuid.UUID) -> None:
+    log.info(
+        "lease refused: the project runs its max_running_tasks; the task waits for a slot",
+        extra={"task_id": str(task_id)},
+    )
+
+
+def _leasing(
+    task_id: uuid.UUID, worker: str, lease_s: float, running_cap: int
+) -> tuple[Statement, EventData]:
     async def run(
         connection: asyncpg.Connection, event: RowEvent, alone: bool
     ) -> statements.Transition:
         now = utc_now()
-        return await statements.lease(
+        done = await statements.lease(
             connection,
             task_id,
             worker=worker,
@@ -86,20 +100,27 @@ def _leasing(task_id: uuid.UUID, worker: str, lease_s: float) -> tuple[Statement
             lease_until=now + timedelta(seconds=lease_s),
             event=event,
             alone=alone,
+            running_cap=running_cap,
         )
+        if done.refused:
+            log_refused(task_id)
+        return done
 
     return run, lambda task: {"attempt": task.attempt, "worker": worker}
 
 
 async def lease(
-    session: AsyncSession, task_id: uuid.UUID, *, worker: str, lease_s: float
+    session: AsyncSession, task_id: uuid.UUID, *, worker: str, lease_s: float, running_cap: int
 ) -> Task | None:
-    """Take a queued task for this worker; None when another took it or it is not queued.
+    """Take a queued task for this worker; None when another took it, it is not queued, or its
+    project already runs its `max_running_tasks` (`running_cap`: the deployment's default):
+    then it waits, unpublished, for a slot to be handed on (`statements.lease`). One lease per
+    transaction: the project's lock is held until it commits.
 
     Committed without waiting for the WAL flush (`synchronous_commit = off`): a lease lost in a
     PostgreSQL crash costs at most a re-run of the attempt (its finish then finds no lease and is
     discarded), and every later durable commit, such as the finish, flushes it first."""
-    run, data = _leasing(task_id, worker, lease_s)
+    run, data = _leasing(task_id, worker, lease_s, running_cap)
     return await _in_transaction(await _in_session(session), run, "task.started", data)
 
 
@@ -109,9 +130,10 @@ async def lease_now(
     *,
     worker: str,
     lease_s: float,
+    running_cap: int,
 ) -> Task | None:
     """`lease` without an ORM session (`_now`)."""
-    run, data = _leasing(task_id, worker, lease_s)
+    run, data = _leasing(task_id, worker, lease_s, running_cap)
     return await _now(sessionmaker, run, "task.started", data)
 
 

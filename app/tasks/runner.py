@@ -52,12 +52,21 @@ async def execute(
     limits: TaskSettings,
     worker: str,
     storage: Storage,
+    running_cap: int,
 ) -> Outcome | None:
     """Run one attempt of a task; return how it ended (None: nothing to lease). Safe to receive
-    twice: only one worker can lease it. Traced as `task <type>` when tracing is on."""
+    twice: only one worker can lease it. `running_cap`: the deployment's default
+    `max_running_tasks` (a project at its cap leases nothing). Traced as `task <type>` when
+    tracing is on."""
     if not tracing.ENABLED:
         return await _execute(
-            sessionmaker, task_id, registry=registry, limits=limits, worker=worker, storage=storage
+            sessionmaker,
+            task_id,
+            registry=registry,
+            limits=limits,
+            worker=worker,
+            storage=storage,
+            running_cap=running_cap,
         )
     with tracing.span("task", {"taskgate.task.id": str(task_id)}) as span:
         outcome = await _execute(
@@ -67,6 +76,7 @@ async def execute(
             limits=limits,
             worker=worker,
             storage=storage,
+            running_cap=running_cap,
             span=span,
         )
         if span is not None:
@@ -82,12 +92,17 @@ async def _execute(
     limits: TaskSettings,
     worker: str,
     storage: Storage,
+    running_cap: int,
     span: Span | None = None,
 ) -> Outcome | None:
-    task = await grouped.lease(sessionmaker, task_id, worker=worker, lease_s=limits.lease_s)
+    task = await grouped.lease(
+        sessionmaker, task_id, worker=worker, lease_s=limits.lease_s, running_cap=running_cap
+    )
     if task is None:
         log.info("nothing to lease", extra={"task_id": str(task_id)})
-        return None  # leased elsewhere, finished, canceled or not due: ack and do nothing
+        # Leased elsewhere, finished, canceled or not due, or its project runs its
+        # max_running_tasks (it waits for a slot): ack and do nothing.
+        return None
     if span is not None:
         span.update_name(f"task {task.type}")
         span.set_attributes(_span_attributes(task))
@@ -131,12 +146,19 @@ async def execute_all(
     limits: TaskSettings,
     worker: str,
     storage: Storage,
+    running_cap: int,
 ) -> list[Outcome | None]:
     """Run one attempt of each task at once (a job that carries several tasks); their leases
     and successes are grouped (`grouped.py`). Raises the first error once every attempt ended."""
     attempts = [
         execute(
-            sessionmaker, task_id, registry=registry, limits=limits, worker=worker, storage=storage
+            sessionmaker,
+            task_id,
+            registry=registry,
+            limits=limits,
+            worker=worker,
+            storage=storage,
+            running_cap=running_cap,
         )
         for task_id in task_ids
     ]

@@ -8,6 +8,10 @@ holder), and in the same statement it writes the transition's event
 subscriber wants the event: their rows need the event's body, built in Python, in the same
 transaction. The caller then makes the transition in a transaction (`alone=False`), and writes
 the subscribers' rows there (`lifecycle.py`). No ORM, no session.
+
+A lease takes a task only while its project is under its `max_running_tasks`: the room is
+counted by `taskgate_lease_room` under the project's advisory lock, in the lease's own statement;
+a task it refuses stays queued with its dispatch mark cleared (decision 0017).
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from app.tasks.repository import FINISHED_CHANNEL
 @dataclass(frozen=True)
 class Transition:
     """What a transition statement did: the task after it (None: nothing changed), and whether a
-    subscriber wants its event (with `alone`, a wanted event means nothing changed yet)."""
+    subscriber wants its event (with `alone`, a wanted event means nothing changed yet).
+    `refused`: a lease its project's `max_running_tasks` refused (the task waits, unpublished).
+    """
 
     task: Task | None
     wanted: bool
+    refused: bool = False
 
 
 def task_of(row: Any) -> Task:
@@ -54,27 +61,34 @@ async def _run(
     data_sql: str,
     also: str,
     alone: bool,
-) -> Transition:
+    before: str = "",
+    after: str = "",
+) -> Any:
+    """The one row of the transition's statement: the task's columns (NULL when nothing
+    changed), `wanted` and the columns of `also`. `before`, `after`: more CTEs, before the
+    UPDATE (each ending with a comma) and after the event (each starting with one)."""
     insert = event_statement.insert_from_row(p, source="task", event=event, data_sql=data_sql)
     if alone:
         unwanted = event_statement.wanted(p, project_sql="tasks.project_id", kind=event.kind)
         project = f"(SELECT project_id FROM tasks WHERE id = {p(task_id)})"  # noqa: S608
         wanted = event_statement.wanted(p, project_sql=project, kind=event.kind)
         statement = (
-            f"WITH task AS ({update} AND NOT ({unwanted}) RETURNING *),\nevent AS ({insert})\n"
+            f"WITH {before}task AS ({update} AND NOT ({unwanted}) RETURNING *),\n"
+            f"event AS ({insert}){after}\n"
             f"SELECT task.*, probe.wanted{also}"
             f" FROM (SELECT {wanted} AS wanted) AS probe LEFT JOIN task ON true"
         )
     else:
         wanted = event_statement.wanted(p, project_sql="task.project_id", kind=event.kind)
         statement = (
-            f"WITH task AS ({update} RETURNING *),\nevent AS ({insert})\n"
-            f"SELECT task.*, {wanted} AS wanted{also} FROM task"
+            f"WITH {before}task AS ({update} RETURNING *),\nevent AS ({insert}){after}\n"
+            f"SELECT task.*, {wanted} AS wanted{also} FROM (SELECT) AS probe LEFT JOIN task ON true"
         )
-    row = await connection.fetchrow(statement, *p.values)
-    if row is None or row["id"] is None:
-        return Transition(None, bool(row is not None and row["wanted"]))
-    return Transition(task_of(row), bool(row["wanted"]))
+    return await connection.fetchrow(statement, *p.values)
+
+
+def _changed(row: Any) -> Task | None:
+    return None if row["id"] is None else task_of(row)
 
 
 async def lease(
@@ -86,27 +100,39 @@ async def lease(
     lease_until: datetime,
     event: event_statement.RowEvent,
     alone: bool,
+    running_cap: int,
 ) -> Transition:
     """queued → running for one worker, with `event` (its data: the attempt and the worker);
-    no task when it is not queued (or not due) any more. Its commit does not wait for disk."""
+    no task when it is not queued (or not due) any more, or when its project runs as many tasks
+    as its `max_running_tasks` (`running_cap`: the deployment's default): then `refused`, and
+    the task waits with its dispatch mark cleared. Its commit does not wait for disk."""
     p = Params()
+    leasable = (
+        f"WHERE tasks.id = {p(task_id)} AND tasks.status = 'queued'"
+        f" AND (tasks.run_at IS NULL OR tasks.run_at <= {p(now)})"
+    )
+    before = (
+        "room AS MATERIALIZED (SELECT taskgate_lease_room(tasks.project_id, 1,"  # noqa: S608 - placeholders only
+        f" {p(running_cap)}) AS room FROM tasks {leasable}),\n"
+        f"refused AS (UPDATE tasks SET dispatched_at = NULL {leasable}"
+        " AND (SELECT room FROM room) = 0 RETURNING tasks.id),\n"
+    )
     update = (
         f"UPDATE tasks SET {_leased(p, worker, lease_until, now)}"  # noqa: S608 - placeholders only
-        f" WHERE id = {p(task_id)} AND status = 'queued'"
-        f" AND (run_at IS NULL OR run_at <= {p(now)})"
+        f" {leasable} AND (SELECT room FROM room) > 0"
     )
-    data = _lease_data(p, worker)
-    also = f", {_RELAXED} AS relaxed"
-    return await _run(
+    row = await _run(
         connection,
         p,
         update=update,
         task_id=task_id,
         event=event,
-        data_sql=data,
-        also=also,
+        data_sql=_lease_data(p, worker),
+        also=f", {_RELAXED} AS relaxed, EXISTS (SELECT FROM refused) AS refused",
         alone=alone,
+        before=before,
     )
+    return Transition(_changed(row), bool(row["wanted"]), refused=bool(row["refused"]))
 
 
 async def succeed(
@@ -133,7 +159,7 @@ async def succeed(
         f", CASE WHEN task.id IS NOT NULL"
         f" THEN pg_notify({p(FINISHED_CHANNEL)}, CAST(task.id AS text)) END IS NULL AS notified"
     )
-    return await _run(
+    row = await _run(
         connection,
         p,
         update=update,
@@ -143,6 +169,7 @@ async def succeed(
         also=also,
         alone=alone,
     )
+    return Transition(_changed(row), bool(row["wanted"]))
 
 
 # The lease's commit does not wait for the WAL flush (`lifecycle.lease`).
@@ -162,7 +189,7 @@ def _lease_data(p: Params, worker: str) -> str:
 
 
 def _by_id(rows: Sequence[Any]) -> dict[uuid.UUID, Task]:
-    return {row["id"]: task_of(row) for row in rows}
+    return {row["id"]: task_of(row) for row in rows if row["id"] is not None}
 
 
 async def lease_many(
@@ -174,9 +201,11 @@ async def lease_many(
     now: datetime,
     lease_until: datetime,
     event: event_statement.RowEvent,
-) -> dict[uuid.UUID, Task]:
+    running_cap: int,
+) -> tuple[dict[uuid.UUID, Task], frozenset[uuid.UUID]]:
     """`lease` (alone) for several tasks in one statement that commits by itself, an event
-    each: the tasks it leased, by id. A task it did not lease was not queued or due, or a
+    each: the tasks it leased, by id, and those their projects' `max_running_tasks` refused
+    (oldest first within a project get the room). A task in neither was not queued or due, or a
     subscriber wants its event; `lease` says which, one task at a time."""
     p = Params()
     item = p.unnest({"id": ("uuid", task_ids), "request_id": ("text", request_ids)})
@@ -188,16 +217,33 @@ async def lease_many(
         data_sql=_lease_data(p, worker),
         request_id_sql="task.event_request_id",
     )
-    statement = (
-        f"WITH item AS (SELECT * FROM {item}),\n"  # noqa: S608 - placeholders only
-        f"task AS (UPDATE tasks SET {_leased(p, worker, lease_until, now)} FROM item"
-        " WHERE tasks.id = item.id AND tasks.status = 'queued'"
-        f" AND (tasks.run_at IS NULL OR tasks.run_at <= {p(now)}) AND NOT ({unwanted})"
-        " RETURNING tasks.*, item.request_id AS event_request_id),\n"
-        f"event AS ({insert})\n"
-        f"SELECT task.*, {_RELAXED} AS relaxed FROM task"
+    due = f"(tasks.run_at IS NULL OR tasks.run_at <= {p(now)})"
+    placed = (
+        "FROM candidate JOIN room ON room.project_id = candidate.project_id"
+        " WHERE tasks.id = candidate.id AND tasks.status = 'queued'"
     )
-    return _by_id(await connection.fetch(statement, *p.values))
+    statement = (
+        f"WITH item AS (SELECT DISTINCT ON (id) * FROM {item}),\n"  # noqa: S608 - placeholders only
+        "candidate AS MATERIALIZED (SELECT tasks.id, tasks.project_id, item.request_id,"
+        " row_number() OVER (PARTITION BY tasks.project_id ORDER BY tasks.created_at, tasks.id)"
+        f" AS n FROM tasks JOIN item ON tasks.id = item.id WHERE tasks.status = 'queued'"
+        f" AND {due} AND NOT ({unwanted})),\n"
+        # Projects in the order of their lock keys, so concurrent statements never deadlock.
+        "room AS MATERIALIZED (SELECT asked.project_id, taskgate_lease_room(asked.project_id,"
+        f" asked.n, {p(running_cap)}) AS room FROM (SELECT project_id,"
+        " CAST(count(*) AS integer) AS n FROM candidate GROUP BY project_id) AS asked"
+        " ORDER BY taskgate_lease_key(asked.project_id), asked.project_id),\n"
+        f"task AS (UPDATE tasks SET {_leased(p, worker, lease_until, now)} {placed}"
+        f" AND {due} AND candidate.n <= room.room"
+        " RETURNING tasks.*, candidate.request_id AS event_request_id),\n"
+        f"refused AS (UPDATE tasks SET dispatched_at = NULL {placed}"
+        " AND candidate.n > room.room RETURNING tasks.id),\n"
+        f"event AS ({insert})\n"
+        f"SELECT task.*, {_RELAXED} AS relaxed, ARRAY(SELECT id FROM refused) AS refused"
+        " FROM (SELECT) AS probe LEFT JOIN task ON true"
+    )
+    rows = await connection.fetch(statement, *p.values)
+    return _by_id(rows), frozenset(rows[0]["refused"])
 
 
 @dataclass(frozen=True)

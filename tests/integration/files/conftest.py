@@ -22,6 +22,7 @@ from app.tasks.models import Task, TaskStatus
 from app.tasks.runner import execute
 from app.tasktypes.registry import get_registry
 from tests.factories import make_project, make_user
+from tests.integration.tasks.conftest import RUNNING_CAP
 
 
 @pytest.fixture
@@ -129,7 +130,13 @@ async def run_task(
         )
         session.add(task)
     await execute(
-        db, task.id, registry=get_registry(), limits=limits, worker="test-worker", storage=storage
+        db,
+        task.id,
+        registry=get_registry(),
+        limits=limits,
+        worker="test-worker",
+        storage=storage,
+        running_cap=RUNNING_CAP,
     )
     async with db() as session:
         return await session.get_one(Task, task.id, populate_existing=True)

@@ -9,12 +9,15 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import User
-from app.core.config import Settings, TaskSettings
+from app.core.config import ProjectDefaults, Settings, TaskSettings
 from app.core.db import transaction, utc_now
 from app.events.models import Event
 from app.projects.models import Project
 from app.tasks.models import Task, TaskStatus
 from tests.factories import make_project, make_user
+
+# The deployment's default `max_running_tasks`, as a worker passes it to every lease.
+RUNNING_CAP = ProjectDefaults().max_running_tasks
 
 
 @pytest.fixture

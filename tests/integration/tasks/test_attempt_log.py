@@ -14,7 +14,7 @@ from app.tasks.runner import execute
 from app.tasktypes.base import TaskContext, TaskType
 from app.tasktypes.builtin import EchoInput
 from app.tasktypes.registry import Registry, get_registry
-from tests.integration.tasks.conftest import make_task
+from tests.integration.tasks.conftest import RUNNING_CAP, make_task
 from tests.logs import JsonLogs
 
 RUNNER = "app.tasks.runner"
@@ -41,7 +41,13 @@ class TestAttemptLogLine:
         task = await make_task(db, project, input={"hello": "world"})
 
         await execute(
-            db, task.id, registry=get_registry(), limits=limits, worker="w", storage=storage
+            db,
+            task.id,
+            registry=get_registry(),
+            limits=limits,
+            worker="w",
+            storage=storage,
+            running_cap=RUNNING_CAP,
         )
 
         [line] = _attempt_lines(json_logs)
@@ -63,7 +69,13 @@ class TestAttemptLogLine:
         task = await make_task(db, project, type="fail", input={"message": "flaky"})
 
         await execute(
-            db, task.id, registry=get_registry(), limits=limits, worker="w", storage=storage
+            db,
+            task.id,
+            registry=get_registry(),
+            limits=limits,
+            worker="w",
+            storage=storage,
+            running_cap=RUNNING_CAP,
         )
 
         [line] = _attempt_lines(json_logs)
@@ -89,7 +101,15 @@ class TestAttemptLogLine:
         )
         task = await make_task(db, project, type="nan")
 
-        await execute(db, task.id, registry=registry, limits=limits, worker="w", storage=storage)
+        await execute(
+            db,
+            task.id,
+            registry=registry,
+            limits=limits,
+            worker="w",
+            storage=storage,
+            running_cap=RUNNING_CAP,
+        )
 
         [line] = _attempt_lines(json_logs)
         assert (line["status"], line["error_type"]) == ("failed", "invalid_result")

@@ -25,7 +25,7 @@ from app.tasks.models import Task, TaskStatus
 from app.tasks.repository import FINISHED_CHANNEL
 from app.tasktypes.registry import get_registry
 from app.webhooks.models import WebhookDelivery
-from tests.integration.tasks.conftest import event_kinds, make_task, reload
+from tests.integration.tasks.conftest import RUNNING_CAP, event_kinds, make_task, reload
 from tests.integration.webhooks.conftest import make_endpoint
 
 T = TypeVar("T")
@@ -50,7 +50,12 @@ async def _lease_all(
 ) -> list[Task | None]:
     return await asyncio.gather(
         *(
-            _as(f"req-{index}", functools.partial(grouped.lease, db, t, worker="w", lease_s=30))
+            _as(
+                f"req-{index}",
+                functools.partial(
+                    grouped.lease, db, t, worker="w", lease_s=30, running_cap=RUNNING_CAP
+                ),
+            )
             for index, t in enumerate(task_ids)
         )
     )
@@ -74,7 +79,7 @@ class TestGroupedLeases:
         queued = [await make_task(live_db, live_project) for _ in range(4)]
         done = await make_task(live_db, live_project, status=TaskStatus.succeeded)
         ids = [t.id for t in queued] + [done.id, queued[0].id]  # and one asked for twice
-        group = grouped.LEASES(live_db, ("w", 30))
+        group = grouped.LEASES(live_db, ("w", 30, RUNNING_CAP))
         runs = group.runs
 
         leased = await _lease_all(live_db, ids)
@@ -190,6 +195,7 @@ class TestOneJobSeveralTasks:
             limits=limits,
             worker="w",
             storage=Storage.from_settings(settings),
+            running_cap=RUNNING_CAP,
         )
 
         for n, task in enumerate(echoes):

@@ -21,7 +21,7 @@ from app.tasks.runner import execute
 from app.tasktypes.base import TaskContext, TaskType
 from app.tasktypes.builtin import EchoInput
 from app.tasktypes.registry import Registry, get_registry
-from tests.integration.tasks.conftest import event_kinds, make_task, reload
+from tests.integration.tasks.conftest import RUNNING_CAP, event_kinds, make_task, reload
 
 
 @pytest.fixture
@@ -33,7 +33,13 @@ async def _execute(
     db: async_sessionmaker[AsyncSession], task: Task, limits: TaskSettings, storage: Storage
 ) -> None:
     await execute(
-        db, task.id, registry=get_registry(), limits=limits, worker="test-worker", storage=storage
+        db,
+        task.id,
+        registry=get_registry(),
+        limits=limits,
+        worker="test-worker",
+        storage=storage,
+        running_cap=RUNNING_CAP,
     )
 
 
@@ -337,7 +343,13 @@ class TestUnstorableResult:
         task = await make_task(db, project, type="nan")
 
         await execute(
-            db, task.id, registry=registry, limits=limits, worker="test-worker", storage=storage
+            db,
+            task.id,
+            registry=registry,
+            limits=limits,
+            worker="test-worker",
+            storage=storage,
+            running_cap=RUNNING_CAP,
         )
 
         done = await reload(db, task.id)

@@ -19,7 +19,7 @@ from app.tasks import lifecycle, scheduling
 from app.tasks import service as task_service
 from app.tasks.exceptions import TaskAlreadyFinished
 from app.tasks.models import TERMINAL_STATUSES, Task, TaskStatus
-from tests.integration.tasks.conftest import make_task, reload
+from tests.integration.tasks.conftest import RUNNING_CAP, make_task, reload
 
 STEPS = (
     "lease",
@@ -83,7 +83,9 @@ async def _step(
     """Perform `step`; return the lease the simulated worker holds afterwards."""
     async with transaction(db) as session:
         if step == "lease":
-            leased = await lifecycle.lease(session, task.id, worker="w", lease_s=60)
+            leased = await lifecycle.lease(
+                session, task.id, worker="w", lease_s=60, running_cap=RUNNING_CAP
+            )
             return leased or held
         current = held or task
         if step == "succeed" and held is not None:

@@ -19,7 +19,7 @@ from app.tasks import lifecycle
 from app.tasks.models import Priority, Task, TaskStatus
 from app.tasks.schemas import TaskRead
 from app.webhooks.models import WebhookDelivery
-from tests.integration.tasks.conftest import event_kinds, make_task, reload
+from tests.integration.tasks.conftest import RUNNING_CAP, event_kinds, make_task, reload
 from tests.integration.webhooks.conftest import make_endpoint
 
 
@@ -38,7 +38,9 @@ async def _leased(db: async_sessionmaker[AsyncSession], project: Project) -> tup
     """A queued task, and its lease by worker `w1`."""
     task = await make_task(db, project)
     async with transaction(db) as session:
-        leased = await lifecycle.lease(session, task.id, worker="w1", lease_s=30)
+        leased = await lifecycle.lease(
+            session, task.id, worker="w1", lease_s=30, running_cap=RUNNING_CAP
+        )
     assert leased is not None
     return task, leased
 
@@ -56,7 +58,9 @@ class TestLease:
         )
 
         async with transaction(durable_db) as session:
-            leased = await lifecycle.lease(session, task.id, worker="w1", lease_s=30)
+            leased = await lifecycle.lease(
+                session, task.id, worker="w1", lease_s=30, running_cap=RUNNING_CAP
+            )
             mode = await _commit_mode(session)
 
         assert leased is not None
@@ -83,7 +87,12 @@ class TestLease:
         task = await make_task(durable_db, live_project, status=TaskStatus.succeeded)
 
         async with transaction(durable_db) as session:
-            assert await lifecycle.lease(session, task.id, worker="w1", lease_s=30) is None
+            assert (
+                await lifecycle.lease(
+                    session, task.id, worker="w1", lease_s=30, running_cap=RUNNING_CAP
+                )
+                is None
+            )
 
         assert await event_kinds(durable_db, task.id) == []
 
@@ -201,10 +210,17 @@ class TestTheWorkersPath:
     ) -> None:
         task = await make_task(durable_db, live_project)
 
-        leased = await lifecycle.lease_now(durable_db, task.id, worker="w2", lease_s=30)
+        leased = await lifecycle.lease_now(
+            durable_db, task.id, worker="w2", lease_s=30, running_cap=RUNNING_CAP
+        )
         assert leased is not None
         assert leased.attempt == 1
-        assert await lifecycle.lease_now(durable_db, task.id, worker="w3", lease_s=30) is None
+        assert (
+            await lifecycle.lease_now(
+                durable_db, task.id, worker="w3", lease_s=30, running_cap=RUNNING_CAP
+            )
+            is None
+        )
         ended = await lifecycle.succeed_now(durable_db, leased, result={"n": 1})
 
         assert ended is not None
@@ -224,7 +240,9 @@ class TestTheWorkersPath:
         await make_endpoint(durable_db, live_project, "https://example.com/all")
         task = await make_task(durable_db, live_project)
 
-        leased = await lifecycle.lease_now(durable_db, task.id, worker="w2", lease_s=30)
+        leased = await lifecycle.lease_now(
+            durable_db, task.id, worker="w2", lease_s=30, running_cap=RUNNING_CAP
+        )
         assert leased is not None
         ended = await lifecycle.succeed_now(durable_db, leased, result={"n": 1})
 
