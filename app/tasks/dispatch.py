@@ -76,7 +76,7 @@ def dispatch(session: AsyncSession, task: Dispatchable) -> None:
 
 
 def dispatch_committed(
-    sessionmaker: async_sessionmaker[AsyncSession], task: Dispatchable
+    sessionmaker: async_sessionmaker[AsyncSession] | None, task: Dispatchable
 ) -> Awaitable[None] | None:
     """`dispatch` for a task whose row committed by itself (`intake.insert_task`)."""
     return enqueue.enqueue_committed(
@@ -87,4 +87,15 @@ def dispatch_committed(
         timeout_s=task.timeout_s,
         unsent=forget_unsent,
         shown_each=[shown(task)],
+        request_id=task.request_id,
     )
+
+
+async def hand_on(
+    sessionmaker: async_sessionmaker[AsyncSession] | None, tasks: Sequence[Dispatchable]
+) -> None:
+    """Publish the jobs of waiting tasks that a statement just marked published, each given
+    the slot an attempt of its project freed (`statements.py`)."""
+    for task in tasks:  # a few at most: as many as the attempts that just ended freed
+        if (publishing := dispatch_committed(sessionmaker, task)) is not None:
+            await publishing

@@ -30,7 +30,7 @@ from app.core.context import request_id_var
 from app.core.db import utc_now
 from app.core.sql import driver_connection
 from app.events.statement import RowEvent
-from app.tasks import lifecycle, statements
+from app.tasks import dispatch, lifecycle, statements
 from app.tasks.models import Task
 
 T = TypeVar("T")
@@ -97,12 +97,13 @@ async def _succeed(
         return [await _succeed_one(sessionmaker, items[0])]
     now = utc_now()
     async with driver_connection(sessionmaker) as connection:
-        ended = await statements.succeed_many(
+        ended, handed = await statements.succeed_many(
             connection,
             items,
             now=now,
             event=RowEvent("task.succeeded", request_id=None, at=now),
         )
+    await dispatch.hand_on(sessionmaker, handed)
     results: list[Task | None] = [ended.get(item.task.id) for item in items]
     alone = {  # lost its lease, or a subscriber wants the event: one task at a time
         index: _succeed_one(sessionmaker, item)

@@ -20,10 +20,11 @@ from app.core.db import AfterCommit, after_commit, sessionmaker_of, utc_now
 from app.core.sql import driver_connection, driver_of, driver_transaction
 from app.events.service import Recorded
 from app.events.statement import EventBatch, RowEvent
-from app.tasks import statements
+from app.tasks import dispatch, statements
 from app.tasks.models import ERROR_MESSAGE_LIMIT, Task, TaskStatus
 from app.tasks.recording import record, subject_of
 from app.tasks.repository import TaskRepository
+from app.worker import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ async def _in_transaction(on: _On, run: Statement, kind: str, data: EventData) -
     body (the task as the API shows it now) and the subscriber's rows too."""
     event = RowEvent(kind)
     done = await run(on.connection, event, False)
+    if done.handed:
+        on.defer(functools.partial(dispatch.hand_on, on.sessionmaker, done.handed))
     if done.task is not None and done.wanted:
         await _fan_out(on, done.task, event, data(done.task))
     return done.task
@@ -73,6 +76,7 @@ async def _now(
     if alone.refused:
         return None
     if not alone.wanted:
+        await dispatch.hand_on(sessionmaker, alone.handed)
         return alone.task
     async with driver_transaction(sessionmaker) as (connection, later):
         return await _in_transaction(_On(connection, later.append, sessionmaker), run, kind, data)
@@ -209,7 +213,17 @@ async def end_canceled(session: AsyncSession, task: Task) -> Task | None:
     if ended is not None:
         record(session, ended, "task.canceled", data={"attempt": ended.attempt})
         await TaskRepository(session).notify_finished(task.id)
+        await _hand_on_slot(session, ended)
     return ended
+
+
+async def _hand_on_slot(session: AsyncSession, ended: Task) -> None:
+    """The attempt's slot is free: its project's next waiting task (one a full project's cap
+    refused) is published once this commits, not on the scheduler's next pass."""
+    if not enqueue.available():
+        return
+    for waiting in await TaskRepository(session).take_waiting(ended.project_id, now=utc_now()):
+        dispatch.dispatch(session, waiting)
 
 
 def retry_delay(attempt: int, *, base_s: float, cap_s: float) -> float:
@@ -249,6 +263,7 @@ async def fail_attempt(
                 "task.retrying",
                 data={"attempt": ended.attempt, "error": error, "delay_s": round(delay, 3)},
             )
+            await _hand_on_slot(session, ended)
         return ended
     ended = await repository.end_attempt(
         task.id, attempt=task.attempt, status=TaskStatus.failed, error=error, finished_at=now
@@ -256,4 +271,5 @@ async def fail_attempt(
     if ended is not None:
         record(session, ended, "task.failed", data={"attempt": ended.attempt, "error": error})
         await repository.notify_finished(task.id)
+        await _hand_on_slot(session, ended)
     return ended

@@ -30,6 +30,23 @@ class Claimed(NamedTuple):
     request_id: str | None
 
 
+_CLAIMED_COLUMNS = (
+    Task.id,
+    Task.project_id,
+    Task.type,
+    Task.priority,
+    Task.timeout_s,
+    Task.attempt,
+    Task.request_id,
+)
+
+
+def _claimed(rows: Sequence[Any]) -> list[Claimed]:
+    return [
+        Claimed(row[0], row[1], row[2], Priority(row[3]), row[4], row[5], row[6]) for row in rows
+    ]
+
+
 class TaskRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -231,6 +248,38 @@ class TaskRepository:
             Claimed(row[0], row[1], row[2], Priority(row[3]), row[4], row[5], row[6])
             for row in rows
         ]
+
+    async def take_waiting(
+        self, project_id: uuid.UUID, *, now: datetime, limit: int = 1
+    ) -> Sequence[Claimed]:
+        """The project's next `limit` waiting tasks (queued, due, no message carries them),
+        marked published: an attempt that ends hands its slot on at once."""
+        due_at = func.coalesce(Task.run_at, Task.created_at)
+        waiting = (
+            select(Task.id)
+            .where(
+                Task.project_id == project_id,
+                Task.status == TaskStatus.queued,
+                Task.dispatched_at.is_(None),
+                due_at <= now,
+            )
+            .order_by(due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("waiting")  # picked once: never re-run past the rows it locked
+        )
+        statement = (
+            update(Task)
+            .where(
+                Task.id == waiting.c.id,
+                Task.status == TaskStatus.queued,
+                Task.dispatched_at.is_(None),
+            )
+            .values(dispatched_at=now)
+            .returning(*_CLAIMED_COLUMNS)
+            .execution_options(synchronize_session=False)
+        )
+        return _claimed((await self.session.execute(statement)).all())
 
     async def expire_results(
         self, *, finished_before: datetime, limit: int

@@ -11,7 +11,9 @@ the subscribers' rows there (`lifecycle.py`). No ORM, no session.
 
 A lease takes a task only while its project is under its `max_running_tasks`: the room is
 counted by `taskgate_lease_room` under the project's advisory lock, in the lease's own statement;
-a task it refuses stays queued with its dispatch mark cleared (decision 0017).
+a task it refuses stays queued with its dispatch mark cleared (decision 0017). A success hands
+the slot it frees to its project's next waiting task (`ix_tasks_waiting`), marked published in
+the same statement; the caller publishes it.
 """
 
 from __future__ import annotations
@@ -23,24 +25,27 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from app.core.db import detached
 from app.core.sql import Params, json_text
 from app.events import statement as event_statement
 from app.tasks.models import TASK_COLUMNS, Priority, Task, TaskStatus
-from app.tasks.repository import FINISHED_CHANNEL
+from app.tasks.repository import FINISHED_CHANNEL, Claimed
 
 
 @dataclass(frozen=True)
 class Transition:
     """What a transition statement did: the task after it (None: nothing changed), and whether a
     subscriber wants its event (with `alone`, a wanted event means nothing changed yet).
-    `refused`: a lease its project's `max_running_tasks` refused (the task waits, unpublished).
+    `refused`: a lease its project's `max_running_tasks` refused (the task waits, unpublished);
+    `handed`: waiting tasks of the project a success marked published, for the caller to publish.
     """
 
     task: Task | None
     wanted: bool
     refused: bool = False
+    handed: tuple[Claimed, ...] = ()
 
 
 def task_of(row: Any) -> Task:
@@ -158,6 +163,7 @@ async def succeed(
     also = (
         f", CASE WHEN task.id IS NOT NULL"
         f" THEN pg_notify({p(FINISHED_CHANNEL)}, CAST(task.id AS text)) END IS NULL AS notified"
+        f", {_HANDED} AS handed"
     )
     row = await _run(
         connection,
@@ -168,8 +174,47 @@ async def succeed(
         data_sql="jsonb_build_object('attempt', task.attempt)",
         also=also,
         alone=alone,
+        after=_handing_on(p, "SELECT task.project_id, 1 AS n FROM task", now),
     )
-    return Transition(_changed(row), bool(row["wanted"]))
+    return Transition(_changed(row), bool(row["wanted"]), handed=handed_of(row["handed"]))
+
+
+def _handing_on(p: Params, freed: str, now: datetime) -> str:
+    """CTEs ending in `handed`: for each project of `freed` (`project_id`, `n`: the slots it
+    frees), its next `n` waiting tasks (queued, due, no message carries them), marked published.
+    One short probe of `ix_tasks_waiting` per project, which is empty unless a project is at its
+    cap. `waiting` is materialized: picked once, never re-run past the rows it locked."""
+    at = p(now)
+    return (
+        ",\nwaiting AS MATERIALIZED (SELECT next.id"  # noqa: S608 - placeholders only
+        f" FROM ({freed}) AS freed CROSS JOIN LATERAL (SELECT w.id FROM tasks AS w"
+        " WHERE w.project_id = freed.project_id AND w.status = 'queued'"
+        f" AND w.dispatched_at IS NULL AND coalesce(w.run_at, w.created_at) <= {at}"
+        " ORDER BY coalesce(w.run_at, w.created_at) LIMIT freed.n FOR UPDATE SKIP LOCKED)"
+        " AS next),\n"
+        f"handed AS (UPDATE tasks SET dispatched_at = {at} FROM waiting"
+        " WHERE tasks.id = waiting.id AND tasks.status = 'queued' AND tasks.dispatched_at IS NULL"
+        " RETURNING tasks.id, tasks.project_id, tasks.type, tasks.priority, tasks.timeout_s,"
+        " tasks.attempt, tasks.request_id)"
+    )
+
+
+# The tasks `handed` marked published, as one JSON array of arrays (`handed_of`).
+_HANDED = (
+    "(SELECT coalesce(jsonb_agg(jsonb_build_array(h.id, h.project_id, h.type, h.priority,"
+    " h.timeout_s, h.attempt, h.request_id)), '[]'::jsonb) FROM handed AS h)"
+)
+
+
+def handed_of(value: Any) -> tuple[Claimed, ...]:
+    """The tasks of a `handed` column, ready to publish."""
+    rows = orjson.loads(value) if isinstance(value, str | bytes) else value
+    return tuple(
+        Claimed(
+            uuid.UUID(id_), uuid.UUID(project), type_, Priority(priority), timeout, attempt, rid
+        )
+        for id_, project, type_, priority, timeout, attempt, rid in rows
+    )
 
 
 # The lease's commit does not wait for the WAL flush (`lifecycle.lease`).
@@ -261,10 +306,11 @@ async def succeed_many(
     *,
     now: datetime,
     event: event_statement.RowEvent,
-) -> dict[uuid.UUID, Task]:
+) -> tuple[dict[uuid.UUID, Task], tuple[Claimed, ...]]:
     """`succeed` (alone, inline results) for several attempts in one statement that commits by
-    itself, an event and a NOTIFY each: the tasks it ended, by id. One it did not end lost its
-    lease, or a subscriber wants its event; `succeed` says which."""
+    itself, an event and a NOTIFY each: the tasks it ended, by id, and the waiting tasks handed
+    the slots they freed. One it did not end lost its lease, or a subscriber wants its event;
+    `succeed` says which."""
     p = Params()
     item = p.unnest(
         {
@@ -282,6 +328,7 @@ async def succeed_many(
         data_sql="jsonb_build_object('attempt', task.attempt)",
         request_id_sql="task.event_request_id",
     )
+    freed = "SELECT task.project_id, count(*) AS n FROM task GROUP BY task.project_id"
     statement = (
         f"WITH item AS (SELECT * FROM {item}),\n"  # noqa: S608 - placeholders only
         "task AS (UPDATE tasks SET status = 'succeeded', lease_expires_at = NULL,"
@@ -289,8 +336,9 @@ async def succeed_many(
         f" finished_at = {p(now)} FROM item"
         " WHERE tasks.id = item.id AND tasks.status = 'running' AND tasks.attempt = item.attempt"
         f" AND NOT ({unwanted}) RETURNING tasks.*, item.request_id AS event_request_id),\n"
-        f"event AS ({insert})\n"
-        f"SELECT task.*, pg_notify({p(FINISHED_CHANNEL)}, CAST(task.id AS text)) IS NULL AS notified"
-        " FROM task"
+        f"event AS ({insert}){_handing_on(p, freed, now)}\n"
+        f"SELECT task.*, pg_notify({p(FINISHED_CHANNEL)}, CAST(task.id AS text)) IS NULL AS notified,"
+        f" {_HANDED} AS handed FROM task"
     )
-    return _by_id(await connection.fetch(statement, *p.values))
+    rows = await connection.fetch(statement, *p.values)
+    return _by_id(rows), handed_of(rows[0]["handed"]) if rows else ()

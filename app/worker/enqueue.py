@@ -356,13 +356,14 @@ def enqueue_committed(
     timeout_s: float | None = None,
     unsent: Unsent | None = None,
     shown_each: Sequence[Shown | None] | None = None,
+    request_id: str | None = None,
 ) -> Awaitable[None] | None:
     """`enqueue` for rows already committed (a statement that committed by itself): one
     `job(*args)` per item of `args_each` (shown as the same item of `shown_each`), published
-    now, as `enqueue` would after a commit."""
+    now, as `enqueue` would after a commit. `request_id`: as for `enqueue`."""
     shown = shown_each if shown_each is not None else [None] * len(args_each)
     batch = [
-        _Pending(_message(job, args, queue, timeout_s, item_shown), unsent)
+        _Pending(_message(job, args, queue, timeout_s, item_shown, request_id), unsent)
         for args, item_shown in zip(args_each, shown, strict=True)
     ]
     publisher = current()

@@ -1,5 +1,6 @@
 """A project's `max_running_tasks`: concurrent leases never take it over its cap, a refused task
-waits unpublished, and other projects never notice (decision 0017)."""
+waits unpublished until a finishing attempt hands it the slot, and other projects never notice
+(decision 0017)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import ProjectDefaults, Settings
+from app.core.config import ProjectDefaults, Settings, TaskSettings
 from app.core.db import create_engine, create_sessionmaker, transaction, utc_now
 from app.core.sql import driver_connection
 from app.events.statement import RowEvent
@@ -22,7 +24,10 @@ from app.projects.models import Project
 from app.projects.settings import effective_settings, read_settings
 from app.tasks import lifecycle, statements
 from app.tasks.models import Task, TaskStatus
+from app.worker import enqueue
+from app.worker.enqueue import Publisher
 from tests.integration.tasks.conftest import RUNNING_CAP, event_kinds, make_task, reload
+from tests.integration.tasks.test_scheduler import queued_task_ids
 
 Sessionmakers = list[async_sessionmaker[AsyncSession]]
 
@@ -182,6 +187,61 @@ class TestConcurrentLeases:
 
         assert len(first) + len(second) == 300
         assert await _running(live_db, live_project) == 300
+
+
+class TestRefusedTasks:
+    async def test_wait_unpublished_until_a_finish_hands_over_its_slot(
+        self,
+        live_db: async_sessionmaker[AsyncSession],
+        live_project: Project,
+        publisher: Publisher,
+        redis: Redis,
+    ) -> None:
+        await _cap(live_db, live_project, 1)
+        first, second, third = await _queued(live_db, live_project, 3)
+        held = await _lease_one(live_db, first, "w")
+        assert held is not None
+        assert await _lease_one(live_db, second, "w") is None
+        assert await _lease_one(live_db, third, "w") is None
+        assert (await reload(live_db, second)).dispatched_at is None
+
+        with enqueue.using(publisher):
+            assert await lifecycle.succeed_now(live_db, held, result={}) is not None
+
+        handed, left = await reload(live_db, second), await reload(live_db, third)
+        assert (handed.status, handed.dispatched_at is not None) == (TaskStatus.queued, True)
+        assert str(second) in await queued_task_ids(redis, "default")
+        assert left.dispatched_at is None  # one slot freed, one task handed it
+        leased = await _lease_one(live_db, second, "w")
+        assert leased is not None
+        assert await event_kinds(live_db, second) == ["task.started"]
+
+    async def test_a_failed_or_canceled_attempt_hands_over_its_slot_too(
+        self,
+        live_db: async_sessionmaker[AsyncSession],
+        live_project: Project,
+        publisher: Publisher,
+        limits: TaskSettings,
+    ) -> None:
+        await _cap(live_db, live_project, 1)
+        first, second, third = await _queued(live_db, live_project, 3)
+        held = await _lease_one(live_db, first, "w")
+        assert held is not None
+        assert await _lease_one(live_db, second, "w") is None
+
+        with enqueue.using(publisher):
+            async with transaction(live_db) as session:
+                await lifecycle.fail_attempt(
+                    session, held, error_type="x", message="x", retryable=True, limits=limits
+                )
+            assert (await reload(live_db, second)).dispatched_at is not None
+            again = await _lease_one(live_db, second, "w")
+            assert again is not None
+            assert await _lease_one(live_db, third, "w") is None
+            async with transaction(live_db) as session:
+                await lifecycle.end_canceled(session, again)
+
+        assert (await reload(live_db, third)).dispatched_at is not None
 
 
 class TestTheCapInSql:
