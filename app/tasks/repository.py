@@ -17,6 +17,58 @@ from app.tasks.models import Priority, Task, TaskStatus
 # Woken listeners: `GET /tasks/{id}?wait=` long-polls block on this channel (LISTEN/NOTIFY).
 FINISHED_CHANNEL = "taskgate_task_finished"
 
+# Due queued tasks to publish, within each project's `max_running_tasks`: a project's window is
+# its oldest due queued tasks, as many as it has free slots (its cap less its running tasks);
+# those of the window that no message carries (or whose message was lost) are published. What a
+# project's window leaves waits for a freed slot, unpublished, so the broker never holds more of
+# a full project's tasks than it could start. Per project, so one index probe each, however many
+# tasks a project has waiting. The UPDATE that marks them re-checks, as `FOR UPDATE` cannot go
+# with these joins (a second scheduler then waits on the rows and skips them).
+_DUE_WITHIN_CAPS = text(
+    """
+    WITH candidate AS (
+        SELECT DISTINCT project_id
+        FROM tasks
+        WHERE status = 'queued' AND (run_at IS NULL OR run_at <= :now)
+          AND (dispatched_at IS NULL
+               OR (dispatched_at < :stale_before AND priority = ANY(:redispatch)))
+    ), due AS (
+        SELECT w.id, w.created_at
+        FROM candidate
+        LEFT JOIN projects ON projects.id = candidate.project_id
+        CROSS JOIN LATERAL (
+            SELECT taskgate_running_cap(projects.settings, :default_cap) AS cap
+        ) AS limits
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS n FROM (
+                SELECT FROM tasks
+                WHERE project_id = candidate.project_id AND status = 'running'
+                LIMIT limits.cap
+            ) AS running
+        ) AS running
+        CROSS JOIN LATERAL (
+            SELECT id, created_at, dispatched_at, priority
+            FROM tasks
+            WHERE project_id = candidate.project_id AND status = 'queued'
+              AND (run_at IS NULL OR run_at <= :now)
+            ORDER BY created_at  -- the order of (project_id, status, created_at): one short probe
+            LIMIT greatest(limits.cap - running.n, 0)
+        ) AS w
+        WHERE w.dispatched_at IS NULL
+           OR (w.dispatched_at < :stale_before AND w.priority = ANY(:redispatch))
+        ORDER BY w.created_at
+        LIMIT :limit
+    )
+    UPDATE tasks SET dispatched_at = :now
+    FROM due
+    WHERE tasks.id = due.id AND tasks.status = 'queued'
+      AND (tasks.dispatched_at IS NULL
+           OR (tasks.dispatched_at < :stale_before AND tasks.priority = ANY(:redispatch)))
+    RETURNING tasks.id, tasks.project_id, tasks.type, tasks.priority, tasks.timeout_s,
+              tasks.attempt, tasks.request_id
+    """
+)
+
 
 class Claimed(NamedTuple):
     """A task claimed for publishing: what its job's message needs."""
@@ -210,44 +262,23 @@ class TaskRepository:
         now: datetime,
         stale_before: datetime,
         redispatch_priorities: Sequence[Priority],
+        running_cap: int,
         limit: int,
     ) -> Sequence[Claimed]:
-        """Due queued tasks never published, or published long ago (lost) on an empty queue."""
-        stale = and_(
-            Task.dispatched_at < stale_before,
-            Task.priority.in_([priority.value for priority in redispatch_priorities]),
+        """Due queued tasks never published, or published long ago (lost) on an empty queue,
+        as many of each project's as fit under its `max_running_tasks` (`running_cap`: the
+        deployment's default), oldest first."""
+        rows = await self.session.execute(
+            _DUE_WITHIN_CAPS,
+            {
+                "now": now,
+                "stale_before": stale_before,
+                "redispatch": [priority.value for priority in redispatch_priorities],
+                "default_cap": running_cap,
+                "limit": limit,
+            },
         )
-        due = (
-            select(Task.id)
-            .where(
-                Task.status == TaskStatus.queued,
-                or_(Task.run_at.is_(None), Task.run_at <= now),
-                or_(Task.dispatched_at.is_(None), stale),
-            )
-            .order_by(Task.run_at.nulls_first(), Task.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        statement = (
-            update(Task)
-            .where(Task.id.in_(due.scalar_subquery()))
-            .values(dispatched_at=now)
-            .returning(
-                Task.id,
-                Task.project_id,
-                Task.type,
-                Task.priority,
-                Task.timeout_s,
-                Task.attempt,
-                Task.request_id,
-            )
-            .execution_options(synchronize_session=False, populate_existing=True)
-        )
-        rows = (await self.session.execute(statement)).all()
-        return [
-            Claimed(row[0], row[1], row[2], Priority(row[3]), row[4], row[5], row[6])
-            for row in rows
-        ]
+        return _claimed(rows.all())
 
     async def take_waiting(
         self, project_id: uuid.UUID, *, now: datetime, limit: int = 1
@@ -280,6 +311,17 @@ class TaskRepository:
             .execution_options(synchronize_session=False)
         )
         return _claimed((await self.session.execute(statement)).all())
+
+    async def forget_every_dispatch(self) -> int:
+        """The broker lost its data: no queued task's message exists any more. Each waits
+        unpublished, so the scheduler publishes what fits under each project's cap."""
+        result = await self.session.execute(
+            update(Task)
+            .where(Task.status == TaskStatus.queued, Task.dispatched_at.is_not(None))
+            .values(dispatched_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def expire_results(
         self, *, finished_before: datetime, limit: int

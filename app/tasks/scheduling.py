@@ -1,7 +1,8 @@
 """Tasks, the scheduler side: promote due retries, reap expired leases, publish due tasks.
 
 A due queued task is published when it never was, or when it was published long ago on a queue
-that is now empty (Redis flushed or restarted: the message was lost, not merely waiting).
+that is now empty (Redis flushed or restarted: the message was lost, not merely waiting), and
+only as many of a project's as fit under its `max_running_tasks` (decision 0017).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ async def scheduler_step(context: StepContext) -> dict[str, int]:
     if enqueue.available():
         if context.broker_lost:  # every message may be gone: publish every waiting task
             redispatch_after_s, again = 0.0, list(Priority)
+            async with transaction(context.sessionmaker) as session:
+                await TaskRepository(session).forget_every_dispatch()
         else:  # a message published long ago is lost only if its queue has drained
             empty = await enqueue.empty_queues(context.redis, [p.queue for p in Priority])
             redispatch_after_s = context.settings.tasks.redispatch_after_s
@@ -42,6 +45,7 @@ async def scheduler_step(context: StepContext) -> dict[str, int]:
                     session,
                     redispatch_after_s=redispatch_after_s,
                     redispatch_priorities=again,
+                    running_cap=context.settings.projects.max_running_tasks,
                     limit=limit,
                 )
                 for task in claimed:
@@ -73,6 +77,7 @@ async def claim_for_dispatch(
     *,
     redispatch_after_s: float,
     redispatch_priorities: Sequence[Priority],
+    running_cap: int,
     limit: int,
 ) -> Sequence[Claimed]:
     now = utc_now()
@@ -80,5 +85,6 @@ async def claim_for_dispatch(
         now=now,
         stale_before=now - timedelta(seconds=redispatch_after_s),
         redispatch_priorities=redispatch_priorities,
+        running_cap=running_cap,
         limit=limit,
     )

@@ -1,6 +1,6 @@
 """A project's `max_running_tasks`: concurrent leases never take it over its cap, a refused task
-waits unpublished until a finishing attempt hands it the slot, and other projects never notice
-(decision 0017)."""
+waits unpublished until a finishing attempt hands it the slot (or the scheduler publishes it
+within the cap), and other projects never notice (decision 0017)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from app.tasks import lifecycle, statements
 from app.tasks.models import Task, TaskStatus
 from app.worker import enqueue
 from app.worker.enqueue import Publisher
+from app.worker.scheduler import tick
 from tests.integration.tasks.conftest import RUNNING_CAP, event_kinds, make_task, reload
 from tests.integration.tasks.test_scheduler import queued_task_ids
 
@@ -242,6 +243,32 @@ class TestRefusedTasks:
                 await lifecycle.end_canceled(session, again)
 
         assert (await reload(live_db, third)).dispatched_at is not None
+
+    async def test_the_scheduler_publishes_only_what_fits_under_each_cap(
+        self,
+        live_db: async_sessionmaker[AsyncSession],
+        live_project: Project,
+        other_live_project: Project,
+        publisher: Publisher,
+        redis: Redis,
+        settings: Settings,
+    ) -> None:
+        await _cap(live_db, live_project, 3)
+        await _queued(live_db, live_project, 1, status=TaskStatus.running)
+        [published] = await _queued(live_db, live_project, 1)  # its message is on its way
+        waiting = await _queued(live_db, live_project, 6, dispatched_at=None)
+        free = await _queued(live_db, other_live_project, 4, dispatched_at=None)
+
+        await tick(live_db, publisher, redis, settings)
+        await tick(live_db, publisher, redis, settings)  # nothing more fits: nothing more sent
+
+        sent = await queued_task_ids(redis, "default")
+        assert [t for t in waiting if str(t) in sent] == waiting[:1]
+        assert all(str(t) in sent for t in free)
+        assert str(published) not in sent
+        assert [(await reload(live_db, t)).dispatched_at is None for t in waiting] == [False] + [
+            True
+        ] * 5
 
 
 class TestTheCapInSql:
