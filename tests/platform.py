@@ -137,9 +137,18 @@ class Platform:
             _, self.api_key = await make_api_key(session, self.project)
 
     async def submit_many(
-        self, count: int, body: Mapping[str, Any], *, concurrency: int = 32
+        self,
+        count: int,
+        body: Mapping[str, Any],
+        *,
+        concurrency: int = 32,
+        project_id: uuid.UUID | None = None,
+        api_key: str | None = None,
     ) -> list[str]:
-        """Submit `count` tasks over HTTP with bounded concurrency; return their ids."""
+        """Submit `count` tasks over HTTP with bounded concurrency; return their ids. To the
+        platform's project with its key, or to `project_id` with `api_key`."""
+        path = f"/v1/projects/{project_id or self.project_id}/tasks"
+        key_headers = self.headers if api_key is None else {"Authorization": f"Bearer {api_key}"}
         limits = httpx.Limits(max_connections=concurrency)
         semaphore = asyncio.Semaphore(concurrency)
         async with httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=30) as client:
@@ -147,24 +156,17 @@ class Platform:
             async def one() -> str:
                 # A pooled connection the server closes as it is reused is a transport error, not
                 # an answer: resend once with the same Idempotency-Key, which cannot make a twin.
-                headers = {**self.headers, "Idempotency-Key": uuid.uuid4().hex}
+                headers = {**key_headers, "Idempotency-Key": uuid.uuid4().hex}
                 async with semaphore:
                     try:
-                        response = await self._post_task(client, body, headers)
+                        response = await client.post(path, json=dict(body), headers=headers)
                     except (httpx.ReadError, httpx.RemoteProtocolError):
-                        response = await self._post_task(client, body, headers)
+                        response = await client.post(path, json=dict(body), headers=headers)
                 assert response.status_code == 202, response.text
                 task_id: str = response.json()["id"]
                 return task_id
 
             return list(await asyncio.gather(*(one() for _ in range(count))))
-
-    async def _post_task(
-        self, client: httpx.AsyncClient, body: Mapping[str, Any], headers: dict[str, str]
-    ) -> httpx.Response:
-        return await client.post(
-            f"/v1/projects/{self.project_id}/tasks", json=dict(body), headers=headers
-        )
 
     async def statuses(self, task_ids: list[str]) -> dict[str, int]:
         async with create_sessionmaker(self.engine)() as session:
