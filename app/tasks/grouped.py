@@ -9,7 +9,7 @@ statements of `lifecycle` (`lease_now`, `succeed_now`), and so does any task of 
 group's statement did not take: it was not queued any more (or not due), lost its lease, or an
 event subscriber wants its event (then its transition runs in a transaction of its own with the
 subscriber's rows). A lease its project's `max_running_tasks` refused is not tried again: the
-task waits for a freed slot (decision 0017). Guarantees stay those of one task at a time: a
+task waits for a freed slot (decision 0018). Guarantees stay those of one task at a time: a
 transition happens once, guarded by status and attempt, in the statement that writes its event.
 """
 

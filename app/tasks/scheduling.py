@@ -2,7 +2,7 @@
 
 A due queued task is published when it never was, or when it was published long ago on a queue
 that is now empty (Redis flushed or restarted: the message was lost, not merely waiting), and
-only as many of a project's as fit under its `max_running_tasks` (decision 0017).
+only as many of a project's as fit under its `max_running_tasks` (decision 0018).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ the subscribers' rows there (`lifecycle.py`). No ORM, no session.
 
 A lease takes a task only while its project is under its `max_running_tasks`: the room is
 counted by `taskgate_lease_room` under the project's advisory lock, in the lease's own statement;
-a task it refuses stays queued with its dispatch mark cleared (decision 0017). A success hands
+a task it refuses stays queued with its dispatch mark cleared (decision 0018). A success hands
 the slot it frees to its project's next waiting task (`ix_tasks_waiting`), marked published in
 the same statement; the caller publishes it.
 """

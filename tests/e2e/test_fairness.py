@@ -1,6 +1,6 @@
 """Fairness between projects with real processes: a project at its `max_running_tasks` holds no
 more workers than its cap, however many tasks it has queued, and another project's task starts
-at once (decision 0017)."""
+at once (decision 0018)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 `taskgate_lease_room`: how many of the tasks a lease statement asks for each project may start,
 counted under a per-project advisory lock in a snapshot taken after the lock, so concurrent
 leases never take a project over its cap; `taskgate_lease_key`: the project's lock keys (decision
-0017).
+0018).
 
 Revision ID: 5b81e3f0c2d4
 Revises: 3fe095dc5357

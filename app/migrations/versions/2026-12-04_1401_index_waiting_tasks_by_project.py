@@ -1,7 +1,7 @@
 """index waiting tasks by project
 
 Queued tasks that no message carries, per project and by when they became due: the next one is
-handed the slot a finishing attempt frees (`max_running_tasks`, decision 0017).
+handed the slot a finishing attempt frees (`max_running_tasks`, decision 0018).
 
 Built in the run's transaction (its advisory lock and lock timeout hold), which blocks writes to
 `tasks` while it scans the table. On a large table, build it first without blocking, with the

@@ -1,6 +1,6 @@
 """A project's `max_running_tasks`: concurrent leases never take it over its cap, a refused task
 waits unpublished until a finishing attempt hands it the slot (or the scheduler publishes it
-within the cap), and other projects never notice (decision 0017)."""
+within the cap), and other projects never notice (decision 0018)."""
 
 from __future__ import annotations
 
