@@ -7,6 +7,7 @@ ones, in which case those are used as they are.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -42,23 +43,33 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUrls]:
         yield dev_stack.start()
 
 
-@pytest.fixture(scope="session")
-async def database_url(stack: StackUrls) -> AsyncIterator[str]:
-    """A fresh database for this session, migrated with `alembic upgrade head`, dropped afterwards."""
-    name = f"taskgate_test_{secrets.token_hex(4)}"
+@contextlib.asynccontextmanager
+async def fresh_database(stack: StackUrls, prefix: str) -> AsyncIterator[str]:
+    """A new database on the suite's PostgreSQL, migrated with `alembic upgrade head`, dropped
+    afterwards: its URL."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(plain_dsn(stack.database_url, "postgres"))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     url = make_url(stack.database_url).set(database=name).render_as_string(hide_password=False)
-    run_alembic(url, "upgrade", "head")
-    yield url
-    admin = await asyncpg.connect(plain_dsn(stack.database_url, "postgres"))
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run_alembic(url, "upgrade", "head")
+        yield url
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(plain_dsn(stack.database_url, "postgres"))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(stack: StackUrls) -> AsyncIterator[str]:
+    """A fresh database for this session, migrated with `alembic upgrade head`, dropped afterwards."""
+    async with fresh_database(stack, "taskgate_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -202,3 +213,39 @@ async def platform(
     platform.start_api()
     platform.start_scheduler()
     return platform
+
+
+@pytest.fixture
+async def isolated_platform(
+    stack: StackUrls,
+    settings: Settings,
+    processes: ProcessGroup,
+    process_env: dict[str, str],
+    celery_control: Celery,
+    tmp_path: Path,
+) -> AsyncIterator[Platform]:
+    """`platform` on a database of its own, dropped afterwards: for tests that leave behind what
+    they make (a fuzzer's users, projects and endpoints; a walk-through's), which the other
+    tests, sharing the session's database, would otherwise find."""
+    async with fresh_database(stack, "taskgate_isolated") as url:
+        engine = create_engine(settings.database.model_copy(update={"url": url}))
+        platform = Platform(
+            processes=processes,
+            env={
+                **process_env,
+                **FAST_SETTINGS,
+                "TASKGATE_DATABASE__URL": url,
+                "TASKGATE_METRICS__DIR": str(tmp_path / "metrics"),
+            },
+            logs=tmp_path,
+            celery=celery_control,
+            engine=engine,
+        )
+        try:
+            await platform.create_project()
+            platform.start_api()
+            platform.start_scheduler()
+            yield platform
+        finally:
+            processes.stop_all()  # before the database goes
+            await engine.dispose()

@@ -21,6 +21,14 @@ from tests.platform import Platform
 
 pytestmark = pytest.mark.e2e
 
+
+@pytest.fixture
+def platform(isolated_platform: Platform) -> Platform:
+    """On a database of its own: the users, projects and endpoints this test makes (and leaves)
+    stay out of the way of the tests that share the session's database."""
+    return isolated_platform
+
+
 PASSWORD = "correct horse battery staple"
 
 

@@ -25,6 +25,14 @@ from tests.platform import Platform
 
 pytestmark = pytest.mark.e2e
 
+
+@pytest.fixture
+def platform(isolated_platform: Platform) -> Platform:
+    """On a database of its own: the users, projects and endpoints this test makes (and leaves)
+    stay out of the way of the tests that share the session's database."""
+    return isolated_platform
+
+
 REPO = Path(__file__).resolve().parents[2]
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "40"))
 PHASES = os.environ.get("FUZZ_PHASES", "examples,coverage,fuzzing")

@@ -27,12 +27,13 @@ CREATE FUNCTION taskgate_running_cap(settings jsonb, fallback integer) RETURNS i
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN jsonb_typeof(settings -> 'max_running_tasks') = 'number'
-             AND (settings ->> 'max_running_tasks') ~ '^[0-9]{1,6}$'
-        THEN CASE
-            WHEN (settings ->> 'max_running_tasks')::integer BETWEEN 1 AND 100000
-            THEN (settings ->> 'max_running_tasks')::integer
-            ELSE fallback
-        END
+        THEN (
+            SELECT CASE
+                WHEN n BETWEEN 1 AND 100000 AND n = trunc(n) THEN n::integer
+                ELSE fallback
+            END
+            FROM (SELECT (settings ->> 'max_running_tasks')::numeric AS n) AS stored
+        )
         ELSE fallback
     END
 $$
