@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 import uuid
@@ -58,27 +59,20 @@ async def execute(
     twice: only one worker can lease it. `running_cap`: the deployment's default
     `max_running_tasks` (a project at its cap leases nothing). Traced as `task <type>` when
     tracing is on."""
+    attempt = functools.partial(
+        _execute,
+        sessionmaker,
+        task_id,
+        registry=registry,
+        limits=limits,
+        worker=worker,
+        storage=storage,
+        running_cap=running_cap,
+    )
     if not tracing.ENABLED:
-        return await _execute(
-            sessionmaker,
-            task_id,
-            registry=registry,
-            limits=limits,
-            worker=worker,
-            storage=storage,
-            running_cap=running_cap,
-        )
+        return await attempt()
     with tracing.span("task", {"taskgate.task.id": str(task_id)}) as span:
-        outcome = await _execute(
-            sessionmaker,
-            task_id,
-            registry=registry,
-            limits=limits,
-            worker=worker,
-            storage=storage,
-            running_cap=running_cap,
-            span=span,
-        )
+        outcome = await attempt(span=span)
         if span is not None:
             span.set_attribute("taskgate.task.status", outcome["status"] if outcome else "none")
         return outcome
