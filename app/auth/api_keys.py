@@ -1,6 +1,6 @@
 """API key authentication: which live key a `tg_…` credential is, and when it was last used.
 
-Keys belong to a project and are created, listed and revoked there (`app.projects.service`);
+Keys belong to a project and are created, listed and revoked there (`app.projects.keys`);
 checking one needs nothing of projects, so authentication never imports a domain above auth.
 """
 

@@ -40,7 +40,7 @@ class RefreshToken(TimestampMixin, Base):
 
 
 class ApiKey(TimestampMixin, Base):
-    """A project's API key: checked by `app.auth.api_keys`, managed by `app.projects.service`."""
+    """A project's API key: checked by `app.auth.api_keys`, managed by `app.projects.keys`."""
 
     __tablename__ = "api_keys"
     __table_args__ = (Index(None, "project_id", "created_at"),)

@@ -40,9 +40,9 @@ from app.files.storage import (
     object_key,
 )
 from app.files.upload import FORM_OVERHEAD_BYTES, ReceivedFile, receive_file
-from app.projects import service as project_service
+from app.projects import access as project_access
+from app.projects.access import ProjectAccess
 from app.projects.models import Role
-from app.projects.service import ProjectAccess
 from app.worker.enqueue import enqueue
 from app.worker.names import Job, Queue
 
@@ -192,7 +192,7 @@ async def get_with_role(
     file = await FileRepository(session).get(file_id)
     if file is None:
         raise FileNotFound()
-    await project_service.require_role(
+    await project_access.require_role(
         session,
         project_id=file.project_id,
         principal=principal,

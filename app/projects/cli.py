@@ -14,11 +14,12 @@ from app.auth import service as auth_service
 from app.auth.cli import fail_validation, run_in_transaction, users
 from app.core.config import Settings
 from app.projects import departures
+from app.projects import keys as project_keys
 from app.projects import service as project_service
+from app.projects.access import ProjectAccess
 from app.projects.exceptions import ProjectNotFound, UserNotFound
 from app.projects.models import ApiKeyScope, Role
 from app.projects.schemas import ApiKeyCreate, ProjectCreate
-from app.projects.service import ProjectAccess
 
 projects = typer.Typer(help="Manage projects.", no_args_is_help=True)
 keys = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -68,7 +69,7 @@ def create_key(
         if not await project_service.exists(session, project_id=project):
             raise ProjectNotFound()
         access = ProjectAccess(project_id=project, role=Role.owner, principal=None)
-        _, secret = await project_service.create_api_key(
+        _, secret = await project_keys.create_api_key(
             session, settings=settings.security, access=access, name=data.name, scopes=data.scopes
         )
         return secret

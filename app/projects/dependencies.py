@@ -9,9 +9,9 @@ from fastapi import Depends, Request
 
 from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
 from app.core.dependencies import SessionDep
-from app.projects import service as project_service
+from app.projects import access as project_access
+from app.projects.access import ProjectAccess
 from app.projects.models import Role
-from app.projects.service import ProjectAccess
 
 
 class RequireRole:
@@ -26,7 +26,7 @@ class RequireRole:
     async def __call__(
         self, project_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal
     ) -> ProjectAccess:
-        return await project_service.authorize(
+        return await project_access.authorize(
             session, project_id=project_id, principal=principal, role=self.role
         )
 
@@ -42,7 +42,7 @@ class RequireRoleDetached:
         self, request: Request, project_id: uuid.UUID, principal: DetachedPrincipal
     ) -> ProjectAccess:
         state = request.app.state
-        return await project_service.authorize_detached(
+        return await project_access.authorize_detached(
             state.sessionmaker,
             project_id=project_id,
             principal=principal,

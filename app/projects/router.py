@@ -13,6 +13,7 @@ from app.core.config import Settings
 from app.core.dependencies import SessionDep, SettingsDep
 from app.core.errors import error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
+from app.projects import keys, members
 from app.projects import service as project_service
 from app.projects.cache import ProjectCache
 from app.projects.dependencies import (
@@ -42,7 +43,7 @@ from app.projects.schemas import (
     ProjectRead,
     ProjectUpdate,
 )
-from app.projects.settings import effective_settings
+from app.projects.settings import effective_settings, settings_of
 
 router = APIRouter()
 
@@ -55,7 +56,7 @@ def _cache(request: Request) -> ProjectCache | None:
 
 
 def _project(project: Project, role: Role, settings: Settings) -> ProjectRead:
-    own = project_service.settings_of(project)
+    own = settings_of(project)
     return ProjectRead(
         id=project.id,
         name=project.name,
@@ -172,7 +173,7 @@ async def list_members(
     cursor: CursorQuery = None,
 ) -> Page[MemberRead]:
     """The project's members and their roles, in the order they joined."""
-    rows, next_cursor = await project_service.list_members(
+    rows, next_cursor = await members.list_members(
         session, access=access, limit=limit, cursor=cursor
     )
     return Page(items=[_member(member, email) for member, email in rows], next_cursor=next_cursor)
@@ -186,7 +187,7 @@ async def list_members(
 )
 async def add_member(data: MemberAdd, access: AdminAccess, session: SessionDep) -> MemberRead:
     """Add a registered user by email. Needs `admin`; only owners can add owners."""
-    member, user = await project_service.add_member(
+    member, user = await members.add_member(
         session, access=access, email=data.email, role=data.role
     )
     return _member(member, user.email)
@@ -202,7 +203,7 @@ async def update_member(
 ) -> MemberRead:
     """Change a member's role. Needs `admin`; making or unmaking an owner needs `owner`.
     The last owner cannot be demoted (409)."""
-    member, user = await project_service.change_member_role(
+    member, user = await members.change_member_role(
         session, access=access, user_id=user_id, role=data.role
     )
     return _member(member, user.email)
@@ -218,7 +219,7 @@ async def update_member(
 async def remove_member(user_id: uuid.UUID, access: ViewerAccess, session: SessionDep) -> None:
     """Remove a member (needs `admin`; removing an owner needs `owner`), or leave the project
     with your own user id. The last owner cannot leave (409)."""
-    await project_service.remove_member(session, access=access, user_id=user_id)
+    await members.remove_member(session, access=access, user_id=user_id)
 
 
 # --- API keys ---------------------------------------------------------------------------------
@@ -237,9 +238,7 @@ async def list_api_keys(
 ) -> Page[ApiKeyRead]:
     """The project's API keys, revoked ones included, newest first; never their secrets.
     Needs `admin`."""
-    rows, next_cursor = await project_service.list_api_keys(
-        session, access=access, limit=limit, cursor=cursor
-    )
+    rows, next_cursor = await keys.list_api_keys(session, access=access, limit=limit, cursor=cursor)
     return Page(items=[_api_key(api_key) for api_key in rows], next_cursor=next_cursor)
 
 
@@ -254,7 +253,7 @@ async def create_api_key(
 ) -> ApiKeyCreated:
     """Create an API key for this project. The `key` is in this response only: store it now.
     Use it as `Authorization: Bearer tg_…`. Needs `admin`."""
-    api_key, secret = await project_service.create_api_key(
+    api_key, secret = await keys.create_api_key(
         session, settings=settings.security, access=access, name=data.name, scopes=data.scopes
     )
     return ApiKeyCreated(
@@ -276,4 +275,4 @@ async def create_api_key(
 )
 async def revoke_api_key(key_id: uuid.UUID, access: AdminAccess, session: SessionDep) -> None:
     """Revoke an API key: from the next request on it gets 401. Needs `admin`."""
-    await project_service.revoke_api_key(session, access=access, key_id=key_id)
+    await keys.revoke_api_key(session, access=access, key_id=key_id)

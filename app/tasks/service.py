@@ -27,9 +27,9 @@ from app.core.pagination import decode_keyset, keyset, page_of
 from app.events import service as event_service
 from app.events.models import Event
 from app.files import service as file_service
-from app.projects import service as project_service
+from app.projects import access as project_access
+from app.projects.access import ProjectAccess
 from app.projects.models import Role
-from app.projects.service import ProjectAccess
 from app.tasks import intake, recording
 from app.tasks.cache import TaskCache
 from app.tasks.dispatch import dispatch, dispatch_committed
@@ -230,7 +230,7 @@ async def get_for_reader(
     task = await TaskRepository(session).get(task_id)
     if task is None:
         raise TaskNotFound()
-    await project_service.require_role(
+    await project_access.require_role(
         session,
         project_id=task.project_id,
         principal=principal,
@@ -243,7 +243,7 @@ async def get_for_reader(
 async def cancel(session: AsyncSession, *, principal: Principal, task_id: uuid.UUID) -> Task:
     """Cancel a waiting task at once, or ask a running one to stop; 409 when already finished."""
     task = await get_for_reader(session, principal=principal, task_id=task_id)
-    await project_service.require_role(
+    await project_access.require_role(
         session, project_id=task.project_id, principal=principal, role=Role.member
     )
     repository = TaskRepository(session)
@@ -303,7 +303,7 @@ async def await_finished(
     """The task once it is terminal, or as it is after `wait_s`; no connection held meanwhile.
     A finished task comes from `cache` when it holds it (the caller's access checked as ever)."""
     if cache is not None and (cached := await cache.get(task_id)) is not None:
-        await project_service.authorize_detached(
+        await project_access.authorize_detached(
             sessionmaker,
             project_id=cached.project_id,
             principal=principal,

@@ -20,11 +20,11 @@ from app.core.config import WebhookSettings
 from app.core.db import utc_now
 from app.core.pagination import decode_keyset, keyset, page_of
 from app.events import service as event_service
+from app.projects import access as project_access
 from app.projects import departures
-from app.projects import service as project_service
+from app.projects.access import ProjectAccess
 from app.projects.departures import Departure
 from app.projects.models import Role
-from app.projects.service import ProjectAccess
 from app.webhooks import outbox, targets
 from app.webhooks.exceptions import (
     DeliveryInFlight,
@@ -66,7 +66,7 @@ async def _endpoint_for_admin(
     endpoint = await EndpointRepository(session).get(endpoint_id)
     if endpoint is None:
         raise WebhookNotFound()
-    await project_service.require_role(
+    await project_access.require_role(
         session,
         project_id=endpoint.project_id,
         principal=principal,

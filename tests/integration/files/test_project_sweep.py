@@ -18,6 +18,7 @@ from app.core.db import transaction, utc_now
 from app.events.models import Event
 from app.files.project_sweep import ProjectObjectSweep
 from app.files.storage import Storage, object_key, project_prefix
+from app.projects import access as project_access
 from app.projects import service as project_service
 from app.projects.models import DeletedProject, Project, Role
 from app.worker.enqueue import Publisher
@@ -34,7 +35,7 @@ async def _keys(storage: Storage, project_id: uuid.UUID) -> list[str]:
 
 
 async def _delete(db: async_sessionmaker[AsyncSession], project: Project) -> None:
-    access = project_service.ProjectAccess(project_id=project.id, role=Role.owner, principal=None)
+    access = project_access.ProjectAccess(project_id=project.id, role=Role.owner, principal=None)
     async with transaction(db) as session:
         await project_service.delete_project(session, access=access)
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.models import ApiKey
 from app.auth.principal import Principal
 from app.events.models import Event
-from app.projects import service as project_service
+from app.projects import access as project_access
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
 from app.projects.models import ApiKeyScope, Project, ProjectMember, Role
 from tests.factories import add_member, auth_headers, make_api_key, make_project, make_user
@@ -384,7 +384,7 @@ class TestRequireRole:
         project = await make_project(session, owner=await make_user(session))
         api_key, _ = await make_api_key(session, project)
 
-        role = await project_service.require_role(
+        role = await project_access.require_role(
             session,
             project_id=project.id,
             principal=Principal.for_api_key(api_key),
@@ -398,13 +398,13 @@ class TestRequireRole:
         api_key, _ = await make_api_key(session, project, scopes=[ApiKeyScope.read])
         principal = Principal.for_api_key(api_key)
 
-        role = await project_service.require_role(
+        role = await project_access.require_role(
             session, project_id=project.id, principal=principal, role=Role.viewer
         )
 
         assert role is Role.viewer
         with pytest.raises(InsufficientRole):
-            await project_service.require_role(
+            await project_access.require_role(
                 session, project_id=project.id, principal=principal, role=Role.member
             )
 
@@ -417,7 +417,7 @@ class TestRequireRole:
         api_key, _ = await make_api_key(session, other)
 
         with pytest.raises(ProjectNotFound):
-            await project_service.require_role(
+            await project_access.require_role(
                 session,
                 project_id=mine.id,
                 principal=Principal.for_api_key(api_key),
@@ -428,7 +428,7 @@ class TestRequireRole:
         owner = await make_user(session)
         project = await make_project(session, owner=owner)
 
-        role = await project_service.require_role(
+        role = await project_access.require_role(
             session, project_id=project.id, principal=Principal.for_user(owner), role=Role.viewer
         )
 

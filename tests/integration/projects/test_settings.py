@@ -14,9 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import ProjectDefaults, Settings
 from app.events.models import Event
 from app.main import create_app
-from app.projects import service as project_service
 from app.projects.models import Project
-from app.projects.settings import ProjectSettings, effective_settings
+from app.projects.settings import ProjectSettings, effective_settings, settings_of
 from tests.factories import auth_headers, make_project, make_user
 
 DEFAULTS = ProjectDefaults(
@@ -193,7 +192,7 @@ class TestReadSettings:
         assert listed.json()["items"][0]["settings"] == {"max_running_tasks": 4}
         assert read.json()["settings"] == {"max_running_tasks": 4}
         assert read.json()["effective_settings"]["max_queued_tasks"] == 50
-        assert project_service.settings_of(project) == ProjectSettings(max_running_tasks=4)
+        assert settings_of(project) == ProjectSettings(max_running_tasks=4)
 
     async def test_a_patch_over_a_legacy_row_keeps_only_what_the_model_knows(
         self, client: httpx.AsyncClient, session: AsyncSession
