@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import User
@@ -53,6 +53,33 @@ class TestRememberedRoles:
         assert await _submit(client, project, member) == 202  # within the second: remembered
         await asyncio.sleep(1.05)
         assert await _submit(client, project, member) == 404
+
+    async def test_a_role_lowered_by_another_process_applies_within_a_second(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        _, project, member = await _member_of_a_project(session)
+        assert await _submit(client, project, member) == 202
+
+        await session.execute(
+            update(ProjectMember)
+            .where(ProjectMember.project_id == project.id, ProjectMember.user_id == member.id)
+            .values(role=Role.viewer)
+        )
+        assert await _submit(client, project, member) == 202  # within the second: remembered
+        await asyncio.sleep(1.05)
+        assert await _submit(client, project, member) == 403
+
+    async def test_a_user_deactivated_by_another_process_is_refused_within_a_second(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        _, project, member = await _member_of_a_project(session)
+        assert await _submit(client, project, member) == 202
+
+        # As another process's deactivation leaves the row; this one hears nothing of it.
+        await session.execute(update(User).where(User.id == member.id).values(is_active=False))
+        assert await _submit(client, project, member) == 202
+        await asyncio.sleep(1.05)
+        assert await _submit(client, project, member) == 401
 
     async def test_a_member_removed_here_loses_access_at_once(
         self, client: httpx.AsyncClient, session: AsyncSession
