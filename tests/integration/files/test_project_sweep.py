@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 
+import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -172,3 +174,47 @@ class TestProjectObjectSweep:
 
         assert done["project_objects_deleted"] >= 1
         assert await object_bytes(storage, upload.key) is None
+
+
+class _CrashAfterDeleting(Storage):
+    """S3 as it is, but the process dies once a batch's objects are deleted, before the pass
+    commits (its transaction rolls back, as a crash's would)."""
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        super().delete_many(keys)
+        raise SystemExit("crashed after deleting")
+
+
+class TestInterruptedSweep:
+    async def test_a_pass_that_dies_after_deleting_is_taken_up_by_the_next(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        limits: TaskSettings,
+        project: Project,
+    ) -> None:
+        files = settings.files.model_copy(update={"retention_batch": 3})
+        storage = Storage(s3=settings.s3, files=files)
+        await _fill(db, storage, limits, project)
+        await _delete(db, project)
+        now = utc_now() + 2 * GRACE  # past the grace: an emptied prefix's row may go
+
+        with pytest.raises(SystemExit):
+            await ProjectObjectSweep(
+                _CrashAfterDeleting(s3=settings.s3, files=files), grace_s=GRACE.total_seconds()
+            ).sweep(db, now=now)
+        async with db() as session:
+            left_behind = await session.get(DeletedProject, project.id)
+        assert left_behind is not None  # the crashed pass committed nothing
+        assert len(await _keys(storage, project.id)) == 1
+
+        resumed = await ProjectObjectSweep(storage, grace_s=GRACE.total_seconds()).sweep(
+            db, now=now
+        )
+
+        assert resumed == {"project_objects_deleted": 1, "project_prefixes_emptied": 1}
+        assert await _keys(storage, project.id) == []
+        # The event counts what committed passes deleted: the crashed pass's three are not in it.
+        assert await _swept_events(db, project.id) == [1]
+        async with db() as session:
+            assert await session.get(DeletedProject, project.id, populate_existing=True) is None
