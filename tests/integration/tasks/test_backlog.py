@@ -94,6 +94,33 @@ async def test_a_project_at_its_cap_is_refused_before_writing_until_tasks_finish
     project_limits.clear()
 
 
+async def test_two_api_processes_share_the_cap_and_write_no_more_than_it(
+    settings: Settings,
+    live_db: async_sessionmaker[AsyncSession],
+    live_project: Project,
+    redis: Redis,
+) -> None:
+    """Two APIs, each with its engine, Redis client and batched admission (as two processes
+    have), taking concurrent submits of one project: the cap holds across both."""
+    project = live_project
+    owner = await _owner(live_db, project)
+    async with own_api(settings) as first, own_api(settings) as second:
+        patched = await first.patch(
+            f"/v1/projects/{project.id}",
+            json={"settings": {"max_queued_tasks": 4}},
+            headers=auth_headers(owner),
+        )
+        assert patched.status_code == 200
+        answers = await asyncio.gather(
+            *(_submit((first, second)[i % 2], project, owner) for i in range(20))
+        )
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [202] * 4 + [429] * 16
+    assert await _written(live_db, project) == 4
+    assert await _held(redis, str(project.id)) == 4
+    project_limits.clear()
+
+
 async def test_refused_or_invalid_submits_take_no_place(
     settings: Settings,
     live_db: async_sessionmaker[AsyncSession],
