@@ -14,13 +14,14 @@ from celery import Celery
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
 from app.core.db import create_sessionmaker, utc_now
 from app.devstack.engines.valkey import valkey_binary
 from app.events.models import Event
+from app.tasks.models import Task, TaskStatus
 from app.worker.celery_app import create_celery
 from tests.platform import FAST_SETTINGS, Platform
 from tests.support import ProcessGroup, free_port, wait_until
@@ -94,6 +95,50 @@ class TestLiveWorkersKeepTheirLeases:
         assert counts == {"succeeded": 5}
         assert await _ids_with_event(platform, sleepers + busy, "task.requeued") == []
         assert await platform.terminal_event_counts(sleepers + busy) == {1: 5}
+
+
+class TestLeaseForgotten:
+    async def test_a_lease_lost_in_a_postgresql_crash_costs_a_rerun_and_nothing_else(
+        self, platform: Platform
+    ) -> None:
+        platform.start_worker(concurrency=2)
+        [task_id] = await platform.submit_many(1, {"type": "sleep", "input": {"seconds": 4}})
+        await _until_running(platform, [task_id], at_least=1)
+
+        # The lease commits without waiting for the disk: after a crash PostgreSQL may come back
+        # without it, the row and its events as they were before it, while the worker runs on.
+        async with create_sessionmaker(platform.engine)() as session, session.begin():
+            await session.execute(
+                update(Task)
+                .where(Task.id == task_id)
+                .values(
+                    status=TaskStatus.queued,
+                    attempt=Task.attempt - 1,
+                    worker=None,
+                    lease_expires_at=None,
+                    started_at=None,
+                )
+            )
+            await session.execute(
+                delete(Event).where(Event.subject_id == task_id, Event.kind == "task.started")
+            )
+        counts = await platform.wait_terminal([task_id], timeout_s=90)
+
+        assert counts == {"succeeded": 1}
+        assert await platform.terminal_event_counts([task_id]) == {1: 1}
+        # The worker that lost its lease finished nothing: one attempt, from the lease that
+        # PostgreSQL kept.
+        started = await _ids_with_event(platform, [task_id], "task.started")
+        assert started == [task_id]
+        async with create_sessionmaker(platform.engine)() as session:
+            task = await session.get_one(Task, task_id)
+            kinds = list(
+                await session.scalars(
+                    select(Event.kind).where(Event.subject_id == task_id).order_by(Event.at)
+                )
+            )
+        assert task.attempt == 1
+        assert kinds == ["task.created", "task.started", "task.succeeded"]
 
 
 async def _last_event_at(
