@@ -7,7 +7,7 @@ import uuid
 from celery import shared_task
 
 from app.core.config import get_settings
-from app.files import service as file_service
+from app.files import worker_side
 from app.files.storage import Storage
 from app.worker import runtime
 from app.worker.names import Job
@@ -17,7 +17,7 @@ from app.worker.names import Job
 def digest_file(file_id: str) -> None:
     """Record the sha256 of a file uploaded with a presigned URL (idempotent)."""
     runtime.run(
-        file_service.digest(
+        worker_side.digest(
             runtime.sessionmaker(), Storage.from_settings(get_settings()), uuid.UUID(file_id)
         )
     )

@@ -1,4 +1,5 @@
-"""Files: presigned and direct uploads, reads with presigned links, deletes, retention, digests.
+"""Files: presigned and direct uploads, reads with presigned links, deletes, retention. What
+workers do with files is `worker_side.py`; task results kept in S3, `results.py`.
 
 A file row is `pending` until its object is known to exist with the recorded size, then `ready`.
 Every object key is `projects/<project id>/{uploads,outputs}/<file id>`; every lookup is by
@@ -8,7 +9,6 @@ project, so no route or task reaches another project's objects. S3 calls run in 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -33,7 +33,6 @@ from app.files.schemas import DEFAULT_CONTENT_TYPE, FileCreate
 from app.files.staging import keys_of, promote, staging_key
 from app.files.storage import (
     READ_CHUNK_BYTES,
-    ObjectMissing,
     PresignedUrl,
     Storage,
     StorageError,
@@ -52,12 +51,12 @@ UPLOADS = "uploads"
 OUTPUTS = "outputs"
 
 
-def _upload_expiry(settings: FilesSettings, now: datetime) -> datetime | None:
+def upload_expiry(settings: FilesSettings, now: datetime) -> datetime | None:
     days = settings.upload_retention_days
     return None if days is None else now + timedelta(days=days)
 
 
-def _record(
+def record(
     session: AsyncSession,
     kind: str,
     file: File,
@@ -106,7 +105,7 @@ async def create_upload(
             expires_at=now + timedelta(seconds=storage.files.pending_upload_ttl_s),
         )
     )
-    _record(session, "file.created", file, actor=access.principal, content_type=data.content_type)
+    record(session, "file.created", file, actor=access.principal, content_type=data.content_type)
     try:  # in a thread: the first signature may fetch credentials (instance metadata)
         url = await asyncio.to_thread(
             storage.upload_url, staging_key(file), content_type=file.content_type, size=file.size
@@ -177,11 +176,11 @@ async def upload(
                 status=FileStatus.ready,
                 created_by=access.actor_id,
                 created_at=now,
-                expires_at=_upload_expiry(storage.files, now),
+                expires_at=upload_expiry(storage.files, now),
             )
         )
-        _record(session, "file.uploaded", file, actor=access.principal, sha256=file.sha256)
-        _record(session, "file.ready", file, actor=access.principal, sha256=file.sha256)
+        record(session, "file.uploaded", file, actor=access.principal, sha256=file.sha256)
+        record(session, "file.ready", file, actor=access.principal, sha256=file.sha256)
     return file
 
 
@@ -230,12 +229,12 @@ async def complete_upload(
             file.id,
             size=file.size,
             sha256=None,
-            expires_at=_upload_expiry(storage.files, utc_now()),
+            expires_at=upload_expiry(storage.files, utc_now()),
         )
         if ready is not None:
             file = ready
-            _record(session, "file.uploaded", file, actor=principal)
-            _record(session, "file.ready", file, actor=principal)
+            record(session, "file.uploaded", file, actor=principal)
+            record(session, "file.ready", file, actor=principal)
             enqueue(session, Job.digest_file, str(file_id), queue=Queue.low)
     return file
 
@@ -267,7 +266,7 @@ async def delete_file(
         await asyncio.to_thread(storage.delete_many, keys_of(deleted))
     except StorageError as exc:
         raise StorageUnavailable(str(exc)) from None
-    _record(session, "file.deleted", deleted, actor=principal, reason="deleted")
+    record(session, "file.deleted", deleted, actor=principal, reason="deleted")
 
 
 async def download_links(storage: Storage, files: Sequence[File]) -> list[PresignedUrl | None]:
@@ -288,36 +287,6 @@ async def download_links(storage: Storage, files: Sequence[File]) -> list[Presig
         raise StorageUnavailable(str(exc)) from None
 
 
-async def result_links(storage: Storage, keys: Sequence[str | None]) -> list[str | None]:
-    """Presigned GETs of task results kept in S3 (None where a result is inline or absent)."""
-    if not any(keys):
-        return [None] * len(keys)
-
-    def sign() -> list[str | None]:
-        return [storage.download_url(key).url if key else None for key in keys]
-
-    try:
-        return await asyncio.to_thread(sign)
-    except StorageError as exc:
-        raise StorageUnavailable(str(exc)) from None
-
-
-async def store_result(
-    storage: Storage, *, project_id: uuid.UUID, task_id: uuid.UUID, payload: bytes
-) -> str:
-    """Keep a large task result in S3 and return its key: one key per task, so a repeated
-    attempt overwrites rather than leaks. Raises `StorageError` when S3 fails."""
-    key = object_key(project_id, "results", f"{task_id}.json")
-    await asyncio.to_thread(storage.put, key, payload, content_type="application/json")
-    return key
-
-
-async def delete_results(storage: Storage, keys: Sequence[str]) -> None:
-    """Delete task results kept in S3 (deleting one already gone is harmless)."""
-    if keys:
-        await asyncio.to_thread(storage.delete_many, list(keys))
-
-
 async def missing_in_project(
     session: AsyncSession, *, project_id: uuid.UUID, file_ids: Collection[uuid.UUID]
 ) -> set[uuid.UUID]:
@@ -326,110 +295,6 @@ async def missing_in_project(
         return set()
     found = await FileRepository(session).ids_in_project(project_id, file_ids)
     return set(file_ids) - found
-
-
-# --- the worker side ---------------------------------------------------------------------------
-
-
-async def resolve_for_task(
-    session: AsyncSession, *, project_id: uuid.UUID, file_id: uuid.UUID, storage: Storage
-) -> File:
-    """A file of the task's project, ready to read. A pending upload whose object has arrived
-    with the declared size becomes ready here (first use without `complete`)."""
-    repository = FileRepository(session)
-    file = await repository.get_in_project(project_id, file_id)
-    if file is None:
-        raise FileNotFound(f"no file {file_id} in this project")
-    if file.status == FileStatus.ready:
-        return file
-    if file.task_id is not None:
-        raise FileNotUploaded(f"file {file_id} is still being written by another task")
-    found = await asyncio.to_thread(promote, storage, file)
-    if found is None or found.size != file.size:
-        raise FileNotUploaded(f"file {file_id} was not uploaded (or not with its declared size)")
-    ready = await repository.mark_ready(
-        file.id, size=file.size, sha256=None, expires_at=_upload_expiry(storage.files, utc_now())
-    )
-    if ready is None:  # made ready meanwhile by `complete`
-        return await repository.get(file_id) or file
-    _record(session, "file.ready", ready, actor=None, checked_by="task")
-    return ready
-
-
-async def start_output(
-    session: AsyncSession,
-    *,
-    project_id: uuid.UUID,
-    task_id: uuid.UUID,
-    filename: str,
-    content_type: str,
-    settings: FilesSettings,
-) -> File:
-    """The row of a file a task is about to write: pending, and already due for retention, so
-    an attempt that dies halfway leaves nothing behind for good."""
-    file_id, now = uuid.uuid4(), utc_now()
-    return await FileRepository(session).add(
-        File(
-            id=file_id,
-            project_id=project_id,
-            key=object_key(project_id, OUTPUTS, str(file_id)),
-            filename=filename,
-            content_type=content_type,
-            size=0,
-            status=FileStatus.pending,
-            task_id=task_id,
-            created_at=now,
-            expires_at=now + timedelta(days=settings.output_retention_days),
-        )
-    )
-
-
-async def finish_output(session: AsyncSession, *, file: File, size: int, sha256: str) -> File:
-    ready = await FileRepository(session).mark_ready(
-        file.id, size=size, sha256=sha256, expires_at=file.expires_at
-    )
-    if ready is None:
-        raise FileNotFound(f"output file {file.id} was deleted while it was written")
-    _record(session, "file.ready", ready, actor=None, sha256=sha256, task_id=str(file.task_id))
-    return ready
-
-
-async def record_sha256(session: AsyncSession, *, file_id: uuid.UUID, sha256: str) -> None:
-    await FileRepository(session).record_sha256(file_id, sha256)
-
-
-def _hash_object(storage: Storage, key: str) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with storage.open(key) as reader:
-        while chunk := reader.read(READ_CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
-async def digest(
-    sessionmaker: async_sessionmaker[AsyncSession], storage: Storage, file_id: uuid.UUID
-) -> str | None:
-    """Compute and record a ready file's sha256 (a worker job; idempotent). None if there is
-    nothing to do or the object is gone."""
-    async with transaction(sessionmaker) as session:
-        file = await FileRepository(session).get(file_id)
-    if file is None or file.status != FileStatus.ready or file.sha256 is not None:
-        return None
-    try:
-        size, sha256 = await asyncio.to_thread(_hash_object, storage, file.key)
-    except ObjectMissing:
-        log.warning("file object is missing", extra={"file_id": str(file_id)})
-        return None
-    if size != file.size:
-        log.warning(
-            "file object size differs from its row",
-            extra={"file_id": str(file_id), "size": size, "recorded": file.size},
-        )
-        return None
-    async with transaction(sessionmaker) as session:
-        await record_sha256(session, file_id=file_id, sha256=sha256)
-    return sha256
 
 
 async def delete_expired(
@@ -442,5 +307,5 @@ async def delete_expired(
         keys = [key for file in files for key in keys_of(file)]
         await asyncio.to_thread(storage.delete_many, keys)
     for file in files:
-        _record(session, "file.deleted", file, actor=None, reason="expired")
+        record(session, "file.deleted", file, actor=None, reason="expired")
     return len(files)

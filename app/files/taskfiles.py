@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import transaction
-from app.files import service as file_service
+from app.files import worker_side
 from app.files.exceptions import FileNotFound, FileNotUploaded
 from app.files.models import File
 from app.files.schemas import check_content_type, check_filename
@@ -105,17 +105,17 @@ class TaskFiles:
 
     async def _resolve(self, file_id: uuid.UUID) -> File:
         async with transaction(self._sessionmaker) as session:
-            return await file_service.resolve_for_task(
+            return await worker_side.resolve_for_task(
                 session, project_id=self._project_id, file_id=file_id, storage=self._storage
             )
 
     async def _record_sha256(self, file_id: uuid.UUID, sha256: str) -> None:
         async with transaction(self._sessionmaker) as session:
-            await file_service.record_sha256(session, file_id=file_id, sha256=sha256)
+            await worker_side.record_sha256(session, file_id=file_id, sha256=sha256)
 
     async def _start(self, filename: str, content_type: str) -> File:
         async with transaction(self._sessionmaker) as session:
-            return await file_service.start_output(
+            return await worker_side.start_output(
                 session,
                 project_id=self._project_id,
                 task_id=self._task_id,
@@ -126,7 +126,7 @@ class TaskFiles:
 
     async def _finish(self, file: File, written: WrittenObject) -> File:
         async with transaction(self._sessionmaker) as session:
-            return await file_service.finish_output(
+            return await worker_side.finish_output(
                 session, file=file, size=written.size, sha256=written.sha256
             )
 

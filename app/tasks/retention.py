@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.db import after_commit, transaction, utc_now
 from app.core.scheduling import StepContext
 from app.events import service as event_service
-from app.files import service as file_service
+from app.files import results as file_results
 from app.files.retention import RetentionStep
 from app.files.storage import Storage
 from app.tasks import cache as task_cache
@@ -37,7 +37,7 @@ async def expire_results(
     if redis is not None and expired:
         task_ids = [task_id for task_id, _, _ in expired]
         after_commit(session, functools.partial(task_cache.forget, redis, task_ids))
-    await file_service.delete_results(storage, [key for _, _, key in expired if key is not None])
+    await file_results.delete_results(storage, [key for _, _, key in expired if key is not None])
     for task_id, project_id, key in expired:
         event_service.record(
             session,

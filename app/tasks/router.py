@@ -16,7 +16,7 @@ from app.core.errors import Unauthorized, error_responses
 from app.core.pagination import CursorQuery, InvalidCursor, LimitQuery, Page
 from app.core.ratelimit import BacklogFull, RateLimited, SystemBacklogFull
 from app.events.schemas import EventRead
-from app.files import service as file_service
+from app.files import results as file_results
 from app.files.dependencies import StorageDep
 from app.files.exceptions import StorageUnavailable
 from app.files.storage import Storage
@@ -44,7 +44,7 @@ MAX_WAIT_S = 60
 
 async def _read(tasks: list[Task], storage: Storage) -> list[TaskRead]:
     """Task bodies; a result kept in S3 gets a fresh presigned `result_url`."""
-    urls = await file_service.result_links(storage, [task.result_key for task in tasks])
+    urls = await file_results.result_links(storage, [task.result_key for task in tasks])
     return [
         TaskRead.model_validate(task).model_copy(update={"result_url": url})
         for task, url in zip(tasks, urls, strict=True)

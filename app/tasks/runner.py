@@ -19,7 +19,7 @@ from app.core.config import TaskSettings
 from app.core.context import project_id_var, request_id_var, task_id_var
 from app.core.db import transaction
 from app.core.types import check_storable_json
-from app.files import service as file_service
+from app.files import results as file_results
 from app.files.storage import Storage, StorageError
 from app.files.taskfiles import TaskFiles
 from app.tasks import grouped, lifecycle
@@ -301,7 +301,7 @@ async def _succeed(
     if len(payload) <= limits.inline_result_bytes:
         return _succeeded(await grouped.succeed(sessionmaker, task, result=result))
     try:
-        key = await file_service.store_result(
+        key = await file_results.store_result(
             storage, project_id=task.project_id, task_id=task.id, payload=payload
         )
     except StorageError as exc:

@@ -15,7 +15,7 @@ from app.core.config import Settings
 from app.core.db import transaction, utc_now
 from app.core.scheduling import StepContext
 from app.events.models import Event
-from app.files import service as file_service
+from app.files import worker_side
 from app.files.models import File, FileStatus
 from app.files.retention import FileRetention
 from app.files.storage import Storage, object_key
@@ -151,7 +151,7 @@ class TestSweep:
         ready_at = utc_now()
         file = await make_file(db, default, project, b"u", status=FileStatus.pending, sha256=None)
         async with transaction(db) as session:
-            resolved = await file_service.resolve_for_task(
+            resolved = await worker_side.resolve_for_task(
                 session, project_id=project.id, file_id=file.id, storage=with_retention
             )
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth.models import User
 from app.core.config import Settings, TaskSettings
 from app.core.db import transaction, utc_now
-from app.files import service as file_service
+from app.files import worker_side
 from app.files.models import File, FileStatus
 from app.files.storage import READ_CHUNK_BYTES, ObjectReader, Storage, object_key
 from app.files.taskfiles import TaskFiles
@@ -535,8 +535,8 @@ class TestDigest:
         data = os.urandom(2_000_000)
         file = await make_file(db, storage, project, data, sha256=None)
 
-        first = await file_service.digest(db, storage, file.id)
-        second = await file_service.digest(db, storage, file.id)
+        first = await worker_side.digest(db, storage, file.id)
+        second = await worker_side.digest(db, storage, file.id)
 
         assert first == hashlib.sha256(data).hexdigest()
         assert second is None
@@ -547,7 +547,7 @@ class TestDigest:
     ) -> None:
         file = await make_file(db, storage, project, b"x", sha256=None, upload=False)
 
-        assert await file_service.digest(db, storage, file.id) is None
+        assert await worker_side.digest(db, storage, file.id) is None
 
 
 class TestFileAccessFromAsyncCode:
