@@ -116,6 +116,8 @@ async def run_task(
     limits: TaskSettings,
     type: str,
     input: dict[str, Any],
+    *,
+    max_attempts: int = 1,
 ) -> Task:
     """Insert a queued task (as submit would, without its checks) and run one attempt of it."""
     async with transaction(db) as session:
@@ -124,7 +126,7 @@ async def run_task(
             type=type,
             input=input,
             status=TaskStatus.queued,
-            max_attempts=1,
+            max_attempts=max_attempts,
             timeout_s=60,
             created_at=utc_now(),
         )

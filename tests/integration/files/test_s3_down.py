@@ -13,17 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import User
 from app.core.config import Settings, TaskSettings
-from app.core.db import transaction, utc_now
 from app.files.models import File, FileStatus
 from app.files.storage import Storage
 from app.main import create_app
 from app.projects.models import Project
-from app.tasks.models import Task, TaskStatus
-from app.tasks.runner import execute
-from app.tasktypes.registry import get_registry
+from app.tasks.models import TaskStatus
 from tests.factories import auth_headers
-from tests.integration.files.conftest import event_kinds, make_file
-from tests.integration.tasks.conftest import RUNNING_CAP
+from tests.integration.files.conftest import event_kinds, make_file, run_task
 from tests.support import free_port
 
 PROBLEM = "application/problem+json"
@@ -106,39 +102,6 @@ class TestRoutes:
         assert "file.ready" not in await event_kinds(session, pending.id)
 
 
-async def _attempt(
-    db: async_sessionmaker[AsyncSession],
-    project: Project,
-    storage: Storage,
-    limits: TaskSettings,
-    type: str,
-    input: dict[str, object],
-) -> Task:
-    """Insert a queued task with attempts to spare and run one attempt of it."""
-    async with transaction(db) as session:
-        task = Task(
-            project_id=project.id,
-            type=type,
-            input=input,
-            status=TaskStatus.queued,
-            max_attempts=3,
-            timeout_s=60,
-            created_at=utc_now(),
-        )
-        session.add(task)
-    await execute(
-        db,
-        task.id,
-        registry=get_registry(),
-        limits=limits,
-        worker="test-worker",
-        storage=storage,
-        running_cap=RUNNING_CAP,
-    )
-    async with db() as session:
-        return await session.get_one(Task, task.id, populate_existing=True)
-
-
 class TestAttempts:
     async def test_reading_an_input_file_ends_the_attempt_retryable(
         self,
@@ -150,13 +113,14 @@ class TestAttempts:
     ) -> None:
         file = await make_file(db, storage, project, b"a,b\n1,2\n", content_type="text/csv")
 
-        task = await _attempt(
+        task = await run_task(
             db,
             project,
             Storage.from_settings(dead_settings),
             limits,
             "file.checksum",
             {"file_id": str(file.id)},
+            max_attempts=3,
         )
 
         assert task.status == TaskStatus.retrying
@@ -173,13 +137,14 @@ class TestAttempts:
     ) -> None:
         small_inline = limits.model_copy(update={"inline_result_bytes": 16})
 
-        task = await _attempt(
+        task = await run_task(
             db,
             project,
             Storage.from_settings(dead_settings),
             small_inline,
             "echo",
             {"message": "x" * 200},
+            max_attempts=3,
         )
 
         assert task.status == TaskStatus.retrying
