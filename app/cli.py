@@ -1,30 +1,63 @@
-"""Command line: `taskgate api | worker | scheduler | migrate | dev`."""
+"""Command line: the servers (`taskgate api | worker | scheduler | migrate | dev`), operators'
+commands on the database (`users`, `projects create`, `keys create`, `webhooks reseal`) and the
+API's client (`tasks`, `files`, `webhooks list|deliveries`, over HTTP only: `app/client/`)."""
 
 from __future__ import annotations
 
+import enum
 import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from app import __version__
 from app.auth.cli import users
 from app.core.config import get_settings
 from app.core.logging import configure_logging
 from app.core.multiprocess import share_metrics_dir
+from app.files.cli import files
 from app.projects.cli import keys, projects
 from app.tasks.cli import tasks
 from app.webhooks.cli import webhooks
 
 cli = typer.Typer(
     name="taskgate",
-    help="Background work behind an authenticated REST API.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+PROG_NAME = "taskgate"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Shell(enum.StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+    powershell = "powershell"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG_NAME} {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Background work behind an authenticated REST API.
+
+    Exit codes: 0 done, 1 the API answered with an error (or the task ended failed or canceled),
+    2 a usage error, 3 the API could not be reached, 4 the task was unfinished at --timeout.
+    """
 
 
 def _configure_logging() -> None:
@@ -166,10 +199,22 @@ def dev(
     )
 
 
+@cli.command()
+def completion(
+    shell: Annotated[Shell, typer.Argument(help="The shell to complete in.")],
+) -> None:
+    """Print the shell's completion script, e.g. for ~/.bashrc: eval "$(taskgate completion bash)"."""
+    from typer._completion_shared import get_completion_script  # what --show-completion prints
+
+    complete_var = f"_{PROG_NAME.upper()}_COMPLETE"
+    typer.echo(get_completion_script(prog_name=PROG_NAME, complete_var=complete_var, shell=shell))
+
+
 cli.add_typer(users, name="users")
 cli.add_typer(projects, name="projects")
 cli.add_typer(keys, name="keys")
 cli.add_typer(tasks, name="tasks")
+cli.add_typer(files, name="files")
 cli.add_typer(webhooks, name="webhooks")
 
 
@@ -177,7 +222,7 @@ def main() -> None:
     from app import wiring
 
     wiring.subscribe_all()  # the events CLI commands record get their webhook deliveries
-    cli()
+    cli(prog_name=PROG_NAME)
 
 
 if __name__ == "__main__":

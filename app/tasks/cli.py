@@ -1,22 +1,70 @@
-"""`taskgate tasks submit`: submit a task over the HTTP API and follow it until it ends."""
+"""`taskgate tasks submit|get|list|cancel|wait|events`: tasks through the HTTP API."""
 
 from __future__ import annotations
 
+import enum
 import json
-import sys
 import time
+import uuid
 from typing import Annotated, Any
 
-import httpx
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-tasks = typer.Typer(help="Submit and follow tasks through the HTTP API.", no_args_is_help=True)
+from app.client.errors import ExitCode
+from app.client.http import ApiClient
+from app.client.options import (
+    AllOption,
+    ApiKeyOption,
+    CursorOption,
+    LimitOption,
+    OutputOption,
+    ProfileOption,
+    ProjectOption,
+    UrlOption,
+    connect,
+)
+from app.client.output import Column, Output, field, show_object, show_page, stderr_console
+
+tasks = typer.Typer(
+    help="Submit, follow and list tasks through the HTTP API.", no_args_is_help=True
+)
 
 # Each long-poll holds this long at most, so progress is redrawn at least this often.
 POLL_WAIT_S = 2
 TERMINAL = {"succeeded", "failed", "canceled"}
+
+
+class Status(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    retrying = "retrying"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+
+TaskId = Annotated[uuid.UUID, typer.Argument(metavar="TASK_ID", help="The task's id.")]
+TimeoutOption = Annotated[
+    float, typer.Option(help="Give up following after this many seconds (exit 4).")
+]
+
+TASK_COLUMNS = (
+    field("id"),
+    field("type"),
+    field("status"),
+    Column("attempt", lambda task: f"{task['attempt']}/{task['max_attempts']}"),
+    field("priority"),
+    field("created", "created_at"),
+    field("finished", "finished_at"),
+)
+EVENT_COLUMNS = (
+    field("at"),
+    field("kind"),
+    Column("actor", lambda event: (event.get("actor") or {}).get("type")),
+    field("data"),
+    field("request id", "request_id"),
+)
 
 
 def _parse_input(raw: str) -> dict[str, Any]:
@@ -29,21 +77,8 @@ def _parse_input(raw: str) -> dict[str, Any]:
     return value
 
 
-def _fail_on_error(response: httpx.Response) -> dict[str, Any]:
-    if response.is_success:
-        body: dict[str, Any] = response.json()
-        return body
-    try:
-        problem = response.json()
-        detail = f"{problem.get('title')}: {problem.get('detail')}"
-    except ValueError:
-        detail = response.text[:500]
-    typer.echo(f"error: HTTP {response.status_code} {detail}", err=True)
-    raise typer.Exit(2)
-
-
-def _follow(client: httpx.Client, task: dict[str, Any], deadline: float) -> dict[str, Any]:
-    console = Console(stderr=True)
+def _follow(api: ApiClient, task: dict[str, Any], deadline: float) -> dict[str, Any]:
+    """Long-poll the task until it ends or `deadline`, showing its status and progress live."""
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -51,12 +86,12 @@ def _follow(client: httpx.Client, task: dict[str, Any], deadline: float) -> dict
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=stderr_console(), transient=True) as progress:
         bar = progress.add_task(task["status"], total=1.0)
         while task["status"] not in TERMINAL and time.monotonic() < deadline:
             wait = max(1, min(POLL_WAIT_S, int(deadline - time.monotonic())))
-            task = _fail_on_error(
-                client.get(f"/v1/tasks/{task['id']}", params={"wait": wait}, timeout=wait + 10)
+            task = api.request(
+                "GET", f"/v1/tasks/{task['id']}", params={"wait": wait}, timeout=wait + 30
             )
             message = task.get("progress_message") or ""
             attempt = f"attempt {task['attempt']}/{task['max_attempts']}"
@@ -68,54 +103,132 @@ def _follow(client: httpx.Client, task: dict[str, Any], deadline: float) -> dict
     return task
 
 
+def _outcome(task: dict[str, Any]) -> ExitCode:
+    typer.echo(f"task {task['id']} {task['status']}", err=True)
+    if task["status"] == "succeeded":
+        return ExitCode.ok
+    return ExitCode.api_error if task["status"] in TERMINAL else ExitCode.unfinished
+
+
 @tasks.command("submit")
 def submit(
     type_: Annotated[str, typer.Argument(metavar="TYPE", help="Task type, e.g. `echo`.")],
     input_: Annotated[
         str, typer.Option("--input", help="The task's input as a JSON object.")
     ] = "{}",
-    project: Annotated[str, typer.Option(envvar="TASKGATE_PROJECT", help="Project id.")] = "",
-    api_key: Annotated[
-        str, typer.Option(envvar="TASKGATE_API_KEY", help="API key (`tg_…`) or access token.")
-    ] = "",
-    url: Annotated[str, typer.Option(envvar="TASKGATE_URL", help="API base URL.")] = (
-        "http://127.0.0.1:8000"
-    ),
     priority: Annotated[str, typer.Option(help="high, default or low.")] = "default",
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the task until it ends.")] = False,
-    timeout: Annotated[
-        float, typer.Option(help="Give up following after this many seconds.")
-    ] = 3600,
+    timeout: TimeoutOption = 3600,
+    project: ProjectOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    profile: ProfileOption = None,
 ) -> None:
-    """Submit a task. With --wait, show its status and progress live, print its result as JSON
-    and exit 0 if it succeeded, 1 if it failed or was canceled (3 if it was still running)."""
-    if not project or not api_key:
-        typer.echo(
-            "error: --project and --api-key (or TASKGATE_PROJECT/TASKGATE_API_KEY) are required",
-            err=True,
-        )
-        raise typer.Exit(2)
+    """Submit a task; prints it as JSON. With --wait, show its status and progress live, print
+    its result (or error) as JSON and exit 0 if it succeeded, 1 if it failed or was canceled,
+    4 if it was still unfinished after --timeout."""
     body = {"type": type_, "input": _parse_input(input_), "priority": priority}
-    headers = {"Authorization": f"Bearer {api_key}"}
-    if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-        try:
-            task = _fail_on_error(client.post(f"/v1/projects/{project}/tasks", json=body))
-            typer.echo(f"task {task['id']} {task['status']}", err=True)
-            if not wait:
-                sys.stdout.write(json.dumps(task) + "\n")
-                return
-            task = _follow(client, task, time.monotonic() + timeout)
-        except httpx.HTTPError as exc:
-            typer.echo(f"error: cannot reach {url}: {exc}", err=True)
-            raise typer.Exit(2) from None
-    typer.echo(f"task {task['id']} {task['status']}", err=True)
-    if task["status"] == "succeeded":
-        sys.stdout.write(json.dumps(task["result"]) + "\n")
-        return
-    if task["status"] in TERMINAL:
-        sys.stdout.write(json.dumps(task["error"]) + "\n")
-        raise typer.Exit(1)
-    raise typer.Exit(3)
+    with connect(url=url, api_key=api_key, profile=profile, project=project) as api:
+        path = f"/v1/projects/{api.connection.require_project()}/tasks"
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        task = api.request("POST", path, json=body, headers=headers)
+        typer.echo(f"task {task['id']} {task['status']}", err=True)
+        if not wait:
+            show_object(task, Output.json)
+            return
+        task = _follow(api, task, time.monotonic() + timeout)
+    code = _outcome(task)
+    if code is not ExitCode.unfinished:
+        show_object(task["result"] if code is ExitCode.ok else task["error"], Output.json)
+    raise typer.Exit(code)
+
+
+@tasks.command("get")
+def get(
+    task_id: TaskId,
+    output: OutputOption = Output.table,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Show a task: status, input, result or error, attempts and times."""
+    with connect(url=url, api_key=api_key, profile=profile) as api:
+        task = api.get(f"/v1/tasks/{task_id}")
+    show_object(task, output)
+
+
+@tasks.command("list")
+def list_tasks(
+    status: Annotated[Status | None, typer.Option(help="Only tasks in this status.")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only tasks of this type.")] = None,
+    limit: LimitOption = 50,
+    cursor: CursorOption = None,
+    all_: AllOption = False,
+    output: OutputOption = Output.table,
+    project: ProjectOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """List the project's tasks, newest first."""
+    with connect(url=url, api_key=api_key, profile=profile, project=project) as api:
+        page = api.page(
+            f"/v1/projects/{api.connection.require_project()}/tasks",
+            limit=limit,
+            cursor=cursor,
+            follow=all_,
+            status=status,
+            type=type_,
+        )
+    show_page(page, output, TASK_COLUMNS)
+
+
+@tasks.command("cancel")
+def cancel(
+    task_id: TaskId,
+    output: OutputOption = Output.table,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Cancel a task: at once if it is queued, at its next check if it is running (exit 1 if
+    it has already finished)."""
+    with connect(url=url, api_key=api_key, profile=profile) as api:
+        task = api.post(f"/v1/tasks/{task_id}/cancel")
+    show_object(task, output)
+
+
+@tasks.command("wait")
+def wait(
+    task_id: TaskId,
+    timeout: TimeoutOption = 3600,
+    output: OutputOption = Output.table,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Follow a task until it ends and show it: exit 0 if it succeeded, 1 if it failed or was
+    canceled, 4 if it was still unfinished after --timeout."""
+    with connect(url=url, api_key=api_key, profile=profile) as api:
+        task = _follow(api, api.get(f"/v1/tasks/{task_id}"), time.monotonic() + timeout)
+    code = _outcome(task)
+    show_object(task, output)
+    raise typer.Exit(code)
+
+
+@tasks.command("events")
+def events(
+    task_id: TaskId,
+    limit: LimitOption = 50,
+    cursor: CursorOption = None,
+    all_: AllOption = False,
+    output: OutputOption = Output.table,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """List a task's events (created, started, retried, finished …)."""
+    with connect(url=url, api_key=api_key, profile=profile) as api:
+        page = api.page(f"/v1/tasks/{task_id}/events", limit=limit, cursor=cursor, follow=all_)
+    show_page(page, output, EVENT_COLUMNS)
