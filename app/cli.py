@@ -12,10 +12,8 @@ from typing import Annotated
 import typer
 
 from app import __version__
+from app.auth import cli as operator_commands
 from app.auth.cli import users
-from app.core.config import get_settings
-from app.core.logging import configure_logging
-from app.core.multiprocess import share_metrics_dir
 from app.files.cli import files
 from app.projects.cli import keys, projects
 from app.tasks.cli import tasks
@@ -60,7 +58,14 @@ def root(
     """
 
 
+# The server's modules are imported by the commands that run a server: the API client's commands
+# start without settings, SQLAlchemy or FastAPI.
+
+
 def _configure_logging() -> None:
+    from app.core.config import get_settings
+    from app.core.logging import configure_logging
+
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
 
@@ -73,6 +78,9 @@ def api(
 ) -> None:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
+
+    from app.core.config import get_settings
+    from app.core.multiprocess import share_metrics_dir
 
     settings = get_settings()
     _configure_logging()
@@ -112,6 +120,9 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Worker node name (name@host).")] = None,
 ) -> None:
     """Run a Celery worker on the priority queues (`TASKGATE_WORKER__POOL`, `…__CONCURRENCY`)."""
+    from app.core.config import get_settings
+    from app.core.multiprocess import share_metrics_dir
+
     # Before anything imports prometheus_client: its pool processes inherit the directory.
     share_metrics_dir(get_settings().metrics)
     from app import wiring
@@ -147,6 +158,9 @@ def worker(
 def scheduler() -> None:
     """Run the scheduler: dispatches due and lost tasks, promotes retries, reaps expired leases."""
     import asyncio
+
+    from app.core.config import get_settings
+    from app.core.multiprocess import share_metrics_dir
 
     share_metrics_dir(get_settings().metrics)  # its database pool's figures
     from app.worker.scheduler import run_scheduler
@@ -218,10 +232,16 @@ cli.add_typer(files, name="files")
 cli.add_typer(webhooks, name="webhooks")
 
 
-def main() -> None:
+def _subscribe_all() -> None:
     from app import wiring
 
-    wiring.subscribe_all()  # the events CLI commands record get their webhook deliveries
+    wiring.subscribe_all()  # the events operators' commands record get their webhook deliveries
+
+
+operator_commands.before_transaction.append(_subscribe_all)
+
+
+def main() -> None:
     cli(prog_name=PROG_NAME)
 
 

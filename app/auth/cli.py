@@ -1,29 +1,38 @@
-"""`taskgate users create`: accounts for operators bootstrapping without HTTP."""
+"""`taskgate users create`: accounts for operators bootstrapping without HTTP.
+
+The server's modules (settings, SQLAlchemy, the services) are imported when a command of this
+kind runs, not when the CLI starts: the API client's commands never need them."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.pool import NullPool
 
-from app.auth import service as auth_service
-from app.auth.schemas import UserRegister
-from app.core.config import Settings, get_settings
-from app.core.db import create_engine, create_sessionmaker, transaction
-from app.core.errors import AppError
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.core.config import Settings
 
 T = TypeVar("T")
 
 users = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 
+# What must be wired before an operator's command writes (the event subscribers, whose rows the
+# events it records get): set by the entry point, which may import every domain.
+before_transaction: list[Callable[[], None]] = []
+
 
 async def _in_transaction(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
+    from sqlalchemy.pool import NullPool
+
+    from app.core.config import get_settings
+    from app.core.db import create_engine, create_sessionmaker, transaction
+
     settings = get_settings()
     engine = create_engine(settings.database, poolclass=NullPool)
     try:
@@ -35,6 +44,10 @@ async def _in_transaction(work: Callable[[AsyncSession, Settings], Awaitable[T]]
 
 def run_in_transaction(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
     """Run `work` in one committed transaction; a domain error ends the command with exit 1."""
+    from app.core.errors import AppError
+
+    for prepare in before_transaction:
+        prepare()
     try:
         return asyncio.run(_in_transaction(work))
     except AppError as exc:
@@ -56,6 +69,11 @@ def create_user(
     ] = False,
 ) -> None:
     """Create a user; prints its id. The password is prompted for (or read from stdin)."""
+    from pydantic import ValidationError
+
+    from app.auth import service as auth_service
+    from app.auth.schemas import UserRegister
+
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:

@@ -4,22 +4,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import service as auth_service
 from app.auth.cli import fail_validation, run_in_transaction, users
-from app.core.config import Settings
-from app.projects import departures
-from app.projects import keys as project_keys
-from app.projects import service as project_service
-from app.projects.access import ProjectAccess
-from app.projects.exceptions import ProjectNotFound, UserNotFound
-from app.projects.models import ApiKeyScope, Role
-from app.projects.schemas import ApiKeyCreate, ProjectCreate
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.core.config import Settings
 
 projects = typer.Typer(help="Manage projects.", no_args_is_help=True)
 keys = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -31,6 +25,13 @@ def create_project(
     owner: Annotated[str, typer.Option(help="Email of an existing user who becomes its owner.")],
 ) -> None:
     """Create a project owned by a user; prints its id."""
+    from pydantic import ValidationError
+
+    from app.auth import service as auth_service
+    from app.projects import service as project_service
+    from app.projects.exceptions import UserNotFound
+    from app.projects.schemas import ProjectCreate
+
     try:
         data = ProjectCreate(name=name)
     except ValidationError as exc:
@@ -55,11 +56,20 @@ def create_key(
     project: Annotated[uuid.UUID, typer.Option(help="The project's id.")],
     name: Annotated[str, typer.Option(help="What the key is for, e.g. `ci`.")],
     scope: Annotated[
-        list[ApiKeyScope] | None,
-        typer.Option(help="Repeatable; default: read and write (acts as a `member`)."),
+        list[str] | None,
+        typer.Option(help="Repeatable: read, write; default: both (acts as a `member`)."),
     ] = None,
 ) -> None:
     """Create an API key for a project; prints the key, which is shown only this once."""
+    from pydantic import ValidationError
+
+    from app.projects import keys as project_keys
+    from app.projects import service as project_service
+    from app.projects.access import ProjectAccess
+    from app.projects.exceptions import ProjectNotFound
+    from app.projects.models import Role
+    from app.projects.schemas import ApiKeyCreate
+
     try:
         data = ApiKeyCreate(name=name, scopes=scope) if scope else ApiKeyCreate(name=name)
     except ValidationError as exc:
@@ -85,6 +95,9 @@ def deactivate_user(
 ) -> None:
     """Deactivate a user; prints its id. Their sign-ins and tokens stop working, and the API keys
     and webhooks they created in any project are revoked and disabled (again, if repeated)."""
+    from app.auth import service as auth_service
+    from app.projects import departures
+    from app.projects.exceptions import UserNotFound
 
     async def work(session: AsyncSession, settings: Settings) -> tuple[str, bool]:  # noqa: ARG001
         user = await auth_service.get_user_by_email(session, email)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import enum
 import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.cli import run_in_transaction
 from app.client.options import (
@@ -23,9 +22,11 @@ from app.client.options import (
     connect,
 )
 from app.client.output import Output, field, show_page
-from app.core.config import Settings
-from app.webhooks.resealing import reseal_all
-from app.webhooks.sealing import UnsealableSecret
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.core.config import Settings
 
 webhooks = typer.Typer(help="Webhook endpoints and their deliveries.", no_args_is_help=True)
 
@@ -116,6 +117,8 @@ def reseal() -> None:
     """Seal every endpoint's secrets under TASKGATE_WEBHOOKS__SECRET_KEY (after a key rotation, or
     an upgrade from unsealed secrets); prints how many endpoints changed. Works on the database
     directly (the server's settings), not through the API."""
+    from app.webhooks.resealing import reseal_all
+    from app.webhooks.sealing import UnsealableSecret
 
     async def work(session: AsyncSession, settings: Settings) -> int:
         return await reseal_all(session, settings.webhooks)
