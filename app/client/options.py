@@ -80,16 +80,13 @@ def connect(
     api_key: str | None,
     profile: str | None,
     project: str | None = None,
-    timeout: float | None = None,
 ) -> Iterator[ApiClient]:
     """A client for the flags, variables and profile given; closed, and any failure inside the
     block reported, on leaving it."""
     try:
         connection = resolve(url=url, api_key=api_key, project=project, profile=profile)
         connection.require_api_key()
-        client = (
-            ApiClient(connection) if timeout is None else ApiClient(connection, timeout=timeout)
-        )
+        client = ApiClient(connection)
     except ConfigError as exc:
         raise fail(ExitCode.usage, str(exc)) from None
     try:
