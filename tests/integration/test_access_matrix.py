@@ -1,0 +1,113 @@
+"""Every operation of the served OpenAPI document against every kind of caller: the status, the
+problem type of a refusal, and that a refused write changed nothing.
+
+The rows are in `access_matrix.py`, keyed by operation id; a route added without a row, or a row
+left for a route that is gone, fails `test_every_operation_has_a_row_and_every_row_an_operation`.
+One world serves the whole module (one transaction, rolled back at its end); operations that
+consume an object get a fresh one per case, and deleting the project gets a world of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.db import transaction
+from app.core.errors import PROBLEM_JSON
+from app.main import create_app
+from tests.integration.access_matrix import CALLERS, ROWS, Access, Fresh, Row, World, build_world
+
+METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
+
+
+@pytest.fixture(scope="module")
+async def matrix_db(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The `db` fixture for the whole module: one connection, rolled back at the end."""
+    async with engine.connect() as conn:
+        outer = await conn.begin()
+        yield async_sessionmaker(
+            bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
+        await outer.rollback()
+
+
+@pytest.fixture(scope="module")
+async def matrix_client(
+    settings: Settings, matrix_db: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        app.state.sessionmaker = matrix_db
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://taskgate.test"
+        ) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+async def world(matrix_db: async_sessionmaker[AsyncSession]) -> World:
+    async with transaction(matrix_db) as session:
+        return await build_world(session)
+
+
+async def test_every_operation_has_a_row_and_every_row_an_operation(
+    matrix_client: httpx.AsyncClient,
+) -> None:
+    document = (await matrix_client.get("/openapi.json")).json()
+    served = {
+        operation["operationId"]: (method.upper(), path, bool(operation.get("security")))
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if method in METHODS
+    }
+
+    assert sorted(set(served) - set(ROWS)) == [], "operations without a row in access_matrix.py"
+    assert sorted(set(ROWS) - set(served)) == [], "rows for operations that are gone"
+    for operation_id, (method, path, secured) in served.items():
+        row = ROWS[operation_id]
+        assert (row.method, row.path) == (method, path), operation_id
+        assert secured == (row.least is not Access.public), operation_id
+
+
+async def _state(
+    db: async_sessionmaker[AsyncSession], row: Row, world: World, fresh: Fresh
+) -> object:
+    if row.state is None:
+        return None
+    async with db() as session:
+        return await row.state(session, world, fresh)
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("operation", list(ROWS))
+async def test_access(
+    matrix_client: httpx.AsyncClient,
+    matrix_db: async_sessionmaker[AsyncSession],
+    world: World,
+    operation: str,
+    caller: str,
+) -> None:
+    row = ROWS[operation]
+    async with transaction(matrix_db) as session:
+        here = await build_world(session) if row.own_world else world
+        fresh = await row.fresh(session, here) if row.fresh is not None else {}
+    call = row.call(here, fresh)
+    before = await _state(matrix_db, row, here, fresh)
+
+    response = await matrix_client.request(
+        row.method, row.path.format(**call.params), headers=here.headers[caller], **call.options
+    )
+
+    status, problem = row.expected(caller)
+    assert response.status_code == status, f"{row.method} {row.path} as {caller}: {response.text}"
+    if problem is not None:
+        assert response.headers["content-type"].startswith(PROBLEM_JSON)
+        assert response.json()["type"].endswith(f"/{problem}"), response.text
+        assert await _state(matrix_db, row, here, fresh) == before, "a refused call wrote"
+    if status == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
