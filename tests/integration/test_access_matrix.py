@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
@@ -22,6 +24,8 @@ from app.main import create_app
 from tests.integration.access_matrix import CALLERS, ROWS, Access, Fresh, Row, World, build_world
 
 METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
+# What the app serves outside the document: FastAPI's own pages of it, open to anyone.
+UNDOCUMENTED = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +40,20 @@ async def matrix_db(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[Asy
 
 
 @pytest.fixture(scope="module")
-async def matrix_client(
+async def matrix_app(
     settings: Settings, matrix_db: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[FastAPI]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         app.state.sessionmaker = matrix_db
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://taskgate.test"
-        ) as client:
-            yield client
+        yield app
+
+
+@pytest.fixture(scope="module")
+async def matrix_client(matrix_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=matrix_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://taskgate.test") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +79,20 @@ async def test_every_operation_has_a_row_and_every_row_an_operation(
         row = ROWS[operation_id]
         assert (row.method, row.path) == (method, path), operation_id
         assert secured == (row.least is not Access.public), operation_id
+
+
+async def test_every_route_outside_the_document_is_a_public_page_of_it(
+    matrix_app: FastAPI, matrix_client: httpx.AsyncClient
+) -> None:
+    outside = {
+        route.path
+        for route in iter_route_contexts(matrix_app.routes)
+        if not (isinstance(route.original_route, APIRoute) and route.include_in_schema)
+    }
+
+    assert outside <= UNDOCUMENTED, "routes that neither the document nor the matrix know"
+    for path in sorted(UNDOCUMENTED):
+        assert (await matrix_client.get(path)).status_code == 200, path
 
 
 async def _state(
