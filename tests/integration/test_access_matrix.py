@@ -1,5 +1,6 @@
 """Every operation of the served OpenAPI document against every kind of caller: the status, the
-problem type of a refusal, and that a refused write changed nothing.
+problem type of a refusal, that a refused write changed nothing, and that a caller with no
+access to the project learns nothing: its 404 is the one of ids that exist nowhere.
 
 The rows are in `access_matrix.py`, keyed by operation id; a route added without a row, or a row
 left for a route that is gone, fails `test_every_operation_has_a_row_and_every_row_an_operation`.
@@ -9,6 +10,7 @@ consume an object get a fresh one per case, and deleting the project gets a worl
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -22,6 +24,7 @@ from app.core.db import transaction
 from app.core.errors import PROBLEM_JSON
 from app.main import create_app
 from tests.integration.access_matrix import CALLERS, ROWS, Access, Fresh, Row, World, build_world
+from tests.integration.auth.conftest import problem_identity
 
 METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 # What the app serves outside the document: FastAPI's own pages of it, open to anyone.
@@ -132,3 +135,9 @@ async def test_access(
         assert await _state(matrix_db, row, here, fresh) == before, "a refused call wrote"
     if status == 401:
         assert response.headers["www-authenticate"] == "Bearer"
+    if status == 404:  # exactly what the same call about ids that exist nowhere gets
+        nowhere = {name: uuid.uuid4() for name in call.params}
+        missing = await matrix_client.request(
+            row.method, row.path.format(**nowhere), headers=here.headers[caller], **call.options
+        )
+        assert problem_identity(response) == problem_identity(missing)
