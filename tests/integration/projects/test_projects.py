@@ -1,4 +1,4 @@
-"""Projects, members and API keys over HTTP: the rules beyond the role matrix."""
+"""Projects, members and API keys over HTTP: the rules beyond the access matrix."""
 
 from __future__ import annotations
 
