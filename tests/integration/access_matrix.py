@@ -3,8 +3,9 @@ OpenAPI document, how to call it in a world of real objects, who may, and what i
 
 Callers and what they are:
 
-- `anonymous`: no `Authorization` header; `key_revoked`: a revoked key of the project. Both get
-  the `401` of every authenticated route.
+- `anonymous`: no `Authorization` header; `key_revoked`: a revoked key of the project;
+  `deactivated`: a member whose user was deactivated (`taskgate users deactivate`). They get the
+  `401` of every authenticated route.
 - `outsider`: a user of another tenant (they own a project of their own); `removed_member`: a
   user who was a viewer of the project and was removed; `key_of_other_project`: a write key of
   the outsider's project. In the project they get the `404` of an unknown project (or, for an
@@ -66,8 +67,9 @@ CALLERS: dict[str, Role | None] = {
     "key_of_other_project": None,
     "key_revoked": None,
     "removed_member": None,
+    "deactivated": None,
 }
-UNAUTHENTICATED = {"anonymous", "key_revoked"}
+UNAUTHENTICATED = {"anonymous", "key_revoked", "deactivated"}
 KEYS = {"key_rw", "key_ro", "key_of_other_project", "key_revoked"}
 
 
@@ -95,6 +97,8 @@ async def build_world(session: AsyncSession) -> World:
     users["removed_member"] = removed = await make_user(session)
     member = await add_member(session, project, removed, Role.viewer)
     await session.delete(member)
+    users["deactivated"] = await make_user(session, is_active=False)
+    await add_member(session, project, users["deactivated"], Role.member)
     headers = {name: auth_headers(user) for name, user in users.items()}
     headers["anonymous"] = {}
     for name, scopes, in_project in (
