@@ -117,9 +117,11 @@ async def test_access(
     caller: str,
 ) -> None:
     row = ROWS[operation]
-    async with transaction(matrix_db) as session:
-        here = await build_world(session) if row.own_world else world
-        fresh = await row.fresh(session, here) if row.fresh is not None else {}
+    here, fresh = world, {}
+    if row.own_world or row.fresh is not None:
+        async with transaction(matrix_db) as session:
+            here = await build_world(session) if row.own_world else world
+            fresh = await row.fresh(session, here) if row.fresh is not None else {}
     call = row.call(here, fresh)
     before = await _state(matrix_db, row, here, fresh)
 
