@@ -16,6 +16,7 @@ Callers and what they are:
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,7 +31,7 @@ from app.core.db import utc_now
 from app.core.security import issue_refresh_token
 from app.events import service as event_service
 from app.files.models import File, FileStatus
-from app.files.storage import object_key
+from app.files.storage import Storage, object_key
 from app.projects.models import ROLE_RANK, ApiKeyScope, Project, ProjectMember, Role
 from app.tasks.models import Task, TaskStatus
 from app.webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -85,9 +86,10 @@ class World:
     file: File
     endpoint: WebhookEndpoint
     delivery: WebhookDelivery
+    storage: Storage
 
 
-async def build_world(session: AsyncSession) -> World:
+async def build_world(session: AsyncSession, storage: Storage) -> World:
     users = {name: await make_user(session) for name in ("owner", "outsider")}
     project = await make_project(session, owner=users["owner"])
     other_project = await make_project(session, owner=users["outsider"])
@@ -136,6 +138,7 @@ async def build_world(session: AsyncSession) -> World:
         file=await make_file(session, project),
         endpoint=endpoint,
         delivery=delivery,
+        storage=storage,
     )
 
 
@@ -154,8 +157,10 @@ async def make_task(session: AsyncSession, project: Project) -> Task:
     return task
 
 
-async def make_file(session: AsyncSession, project: Project) -> File:
-    """A ready file row (its object is not needed by any route the matrix calls)."""
+async def make_file(
+    session: AsyncSession, project: Project, status: FileStatus = FileStatus.ready
+) -> File:
+    """A file row of 3 bytes, without its object (no route but `complete` needs it)."""
     file_id = uuid.uuid4()
     file = File(
         id=file_id,
@@ -164,7 +169,7 @@ async def make_file(session: AsyncSession, project: Project) -> File:
         filename="data.txt",
         content_type="text/plain",
         size=3,
-        status=FileStatus.ready,
+        status=status,
         created_at=utc_now(),
     )
     session.add(file)
@@ -310,6 +315,13 @@ async def _fresh_file(session: AsyncSession, world: World) -> Fresh:
     return {"file": await make_file(session, world.project)}
 
 
+async def _fresh_upload(session: AsyncSession, world: World) -> Fresh:
+    """A pending file whose bytes are in S3, as a presigned PUT leaves it before `complete`."""
+    file = await make_file(session, world.project, FileStatus.pending)
+    await asyncio.to_thread(world.storage.put, file.key, b"abc", content_type=file.content_type)
+    return {"file": file}
+
+
 async def _fresh_endpoint(session: AsyncSession, world: World) -> Fresh:
     return {"endpoint": await make_endpoint(session, world.project)}
 
@@ -351,7 +363,7 @@ async def _file_count(session: AsyncSession, world: World, _fresh: Fresh) -> obj
     return await _count(session, File, world.project)
 
 
-async def _fresh_file_exists(session: AsyncSession, _world: World, fresh: Fresh) -> object:
+async def _fresh_file_status(session: AsyncSession, _world: World, fresh: Fresh) -> object:
     return await session.scalar(select(File.status).where(File.id == fresh["file"].id))
 
 
@@ -564,7 +576,14 @@ ROWS: dict[str, Row] = {
     "list_files": Row("GET", P + "/files", Role.viewer, 200, _project),
     "get_file": Row("GET", "/v1/files/{file_id}", Role.viewer, 200, _file, hidden="file-not-found"),
     "complete_file": Row(
-        "POST", "/v1/files/{file_id}/complete", Role.member, 200, _file, hidden="file-not-found"
+        "POST",
+        "/v1/files/{file_id}/complete",
+        Role.member,
+        200,
+        lambda _w, fresh: Call({"file_id": fresh["file"].id}),
+        hidden="file-not-found",
+        fresh=_fresh_upload,
+        state=_fresh_file_status,
     ),
     "delete_file": Row(
         "DELETE",
@@ -574,7 +593,7 @@ ROWS: dict[str, Row] = {
         lambda _w, fresh: Call({"file_id": fresh["file"].id}),
         hidden="file-not-found",
         fresh=_fresh_file,
-        state=_fresh_file_exists,
+        state=_fresh_file_status,
     ),
     # --- webhooks (all admin) -----------------------------------------------------------------
     "list_webhooks": Row("GET", P + "/webhooks", Role.admin, 200, _project),

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import transaction
 from app.core.errors import PROBLEM_JSON
+from app.files.storage import Storage
 from app.main import create_app
 from tests.integration.access_matrix import CALLERS, ROWS, Access, Fresh, Row, World, build_world
 from tests.integration.auth.conftest import problem_identity
@@ -60,9 +61,9 @@ async def matrix_client(matrix_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]
 
 
 @pytest.fixture(scope="module")
-async def world(matrix_db: async_sessionmaker[AsyncSession]) -> World:
+async def world(settings: Settings, matrix_db: async_sessionmaker[AsyncSession]) -> World:
     async with transaction(matrix_db) as session:
-        return await build_world(session)
+        return await build_world(session, Storage.from_settings(settings))
 
 
 async def test_every_operation_has_a_row_and_every_row_an_operation(
@@ -120,7 +121,7 @@ async def test_access(
     here, fresh = world, {}
     if row.own_world or row.fresh is not None:
         async with transaction(matrix_db) as session:
-            here = await build_world(session) if row.own_world else world
+            here = await build_world(session, world.storage) if row.own_world else world
             fresh = await row.fresh(session, here) if row.fresh is not None else {}
     call = row.call(here, fresh)
     before = await _state(matrix_db, row, here, fresh)
