@@ -6,6 +6,7 @@ submissions draw from the caller's read bucket as soon as the caller is known
 its input validated, just before anything is written (`admit_submit`): from the caller's submit
 bucket, and it counts towards its project's backlog of unfinished tasks (`max_queued_tasks`) and
 the platform's (`tasks.max_unfinished_tasks`); past either it is refused, whatever the bucket.
+One refused by its role check (403, 404) draws from the read bucket instead (`refuse_submit`).
 An API key's buckets are its own, at its project's limits; a user's are per project where the
 path names one (at that project's limits), else per user at the deployment's defaults. Sign-in
 and registration, before any credential is checked, draw from the client address's bucket and
@@ -53,10 +54,18 @@ class Admission:
 
     async def admit(self, request: Request, principal: Principal) -> None:
         """Charge the request to its caller; `RateLimited` (429) when their bucket is empty."""
-        route = request.scope.get("route")
-        extra = getattr(route, "openapi_extra", None) or {}
-        if extra.get(RATE_LIMIT_SCOPE) == "submit":
+        if _is_submit(request):
             return  # charged by `admit_submit`, once the role is checked and the input valid
+        await self._read(request, principal)
+
+    async def refuse_submit(self, request: Request, principal: Principal) -> None:
+        """A submission refused by its role check, which `admit_submit` will never charge:
+        drawn from the caller's read bucket like any other request (so refusals are limited
+        too, and answer with `RateLimit-*`). A no-op on other routes, charged by `admit`."""
+        if _is_submit(request):
+            await self._read(request, principal)
+
+    async def _read(self, request: Request, principal: Principal) -> None:
         project_id = principal.api_key_project_id or _path_project(request)
         rates = await self.rates_of(request.app.state.sessionmaker, project_id)
         bucket = Bucket(_bucket_key("read", principal, project_id), rates.read_per_minute)
@@ -116,6 +125,11 @@ class Admission:
             RATE_LIMITED.labels(scope=scope).inc()
             raise RateLimited(verdict, what)
         return verdict
+
+
+def _is_submit(request: Request) -> bool:
+    extra = getattr(request.scope.get("route"), "openapi_extra", None) or {}
+    return bool(extra.get(RATE_LIMIT_SCOPE) == "submit")
 
 
 def _bucket_key(scope: str, principal: Principal, project_id: uuid.UUID | None) -> str:

@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.auth.admission import admission_of
 from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
 from app.core.dependencies import SessionDep
 from app.projects import access as project_access
 from app.projects.access import ProjectAccess
+from app.projects.exceptions import InsufficientRole, ProjectNotFound
 from app.projects.models import Role
 
 
@@ -42,13 +44,19 @@ class RequireRoleDetached:
         self, request: Request, project_id: uuid.UUID, principal: DetachedPrincipal
     ) -> ProjectAccess:
         state = request.app.state
-        return await project_access.authorize_detached(
-            state.sessionmaker,
-            project_id=project_id,
-            principal=principal,
-            role=self.role,
-            remember_s=state.settings.security.principal_cache_s,
-        )
+        try:
+            return await project_access.authorize_detached(
+                state.sessionmaker,
+                project_id=project_id,
+                principal=principal,
+                role=self.role,
+                remember_s=state.settings.security.principal_cache_s,
+            )
+        except (ProjectNotFound, InsufficientRole):
+            # A submission is charged once admitted; refused here, it is charged as a read.
+            if (admission := admission_of(request)) is not None:
+                await admission.refuse_submit(request, principal)
+            raise
 
 
 ViewerAccess = Annotated[ProjectAccess, Depends(RequireRole(Role.viewer))]

@@ -24,7 +24,16 @@ from app.core.db import transaction
 from app.core.errors import PROBLEM_JSON
 from app.files.storage import Storage
 from app.main import create_app
-from tests.integration.access_matrix import CALLERS, ROWS, Access, Fresh, Row, World, build_world
+from tests.integration.access_matrix import (
+    CALLERS,
+    ROWS,
+    UNAUTHENTICATED,
+    Access,
+    Fresh,
+    Row,
+    World,
+    build_world,
+)
 from tests.integration.auth.conftest import problem_identity
 
 METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
@@ -136,6 +145,12 @@ async def test_access(
         assert response.headers["content-type"].startswith(PROBLEM_JSON)
         assert response.json()["type"].endswith(f"/{problem}"), response.text
         assert await _state(matrix_db, row, here, fresh) == before, "a refused call wrote"
+    assert "x-request-id" in response.headers
+    if row.least is not Access.public and caller not in UNAUTHENTICATED:
+        # API.md: the RateLimit-* headers are on every authenticated response, refusals too.
+        assert {"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"} <= set(
+            response.headers
+        ), response.headers
     if status == 401:
         assert response.headers["www-authenticate"] == "Bearer"
     if status == 404:  # exactly what the same call about ids that exist nowhere gets

@@ -151,6 +151,29 @@ async def test_reads_past_the_projects_read_rate_are_429(
     assert user_codes[-1] == 429
 
 
+async def test_refused_submits_draw_from_the_read_bucket(
+    settings: Settings,
+    live_db: async_sessionmaker[AsyncSession],
+    owner_and_project: tuple[User, Project],
+) -> None:
+    owner, project = owner_and_project
+    async with transaction(live_db) as session:
+        _, secret = await make_api_key(session, project, scopes=["read"])
+    async with _client(settings) as client:
+        await _limit(client, owner, project, read_rate_per_minute=3)
+        answers = [
+            await client.post(
+                f"/v1/projects/{project.id}/tasks",
+                json={"type": "echo", "input": {}},
+                headers=auth_headers(secret),
+            )
+            for _ in range(4)
+        ]
+    assert [answer.status_code for answer in answers] == [403, 403, 403, 429]
+    assert answers[0].headers["RateLimit-Limit"] == "3"
+    assert answers[2].headers["RateLimit-Remaining"] == "0"
+
+
 async def _sign_in(
     client: httpx.AsyncClient, email: str, password: str, **headers: str
 ) -> httpx.Response:
