@@ -80,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.admission = Admission(
                 RateLimiter(redis, settings.rate_limits),
                 settings=settings,
-                rates_of=rates_lookup(settings.projects),
+                rates_of=rates_lookup(
+                    settings.projects, remember_s=settings.security.principal_cache_s
+                ),
             )
         # Jobs are published right after commit, without delaying the response.
         app.state.publisher = publisher = wiring.wire_process(settings, background=True)

@@ -8,7 +8,8 @@ bucket, and it counts towards its project's backlog of unfinished tasks (`max_qu
 the platform's (`tasks.max_unfinished_tasks`); past either it is refused, whatever the bucket.
 One refused by its role check (403, 404) draws from the read bucket instead (`refuse_submit`).
 An API key's buckets are its own, at its project's limits; a user's are per project where the
-path names one (at that project's limits), else per user at the deployment's defaults. Sign-in
+path names one (at that project's limits if they are a member, else at the deployment's
+defaults: an outsider's 404 shows nothing of the project), else per user at the defaults. Sign-in
 and registration, before any credential is checked, draw from the client address's bucket and
 the named email's.
 """
@@ -67,7 +68,9 @@ class Admission:
 
     async def _read(self, request: Request, principal: Principal) -> None:
         project_id = principal.api_key_project_id or _path_project(request)
-        rates = await self.rates_of(request.app.state.sessionmaker, project_id)
+        # A key's project is its own; a user's is the path's, whose rates are for its members.
+        member = principal.actor_id if principal.user is not None else None
+        rates = await self.rates_of(request.app.state.sessionmaker, project_id, member)
         bucket = Bucket(_bucket_key("read", principal, project_id), rates.read_per_minute)
         await self._check(request, "read", [bucket], "requests")
 
@@ -76,7 +79,8 @@ class Admission:
     ) -> None:
         """Charge a submission to its caller's submit bucket and count it in the backlogs:
         `RateLimited` or `BacklogFull` (429), `SystemBacklogFull` (503)."""
-        rates = await self.rates_of(request.app.state.sessionmaker, project_id)
+        # The role is checked already: the project's rates apply.
+        rates = await self.rates_of(request.app.state.sessionmaker, project_id, None)
         project_cap = Cap(BACKLOG_KEY, str(project_id), rates.max_queued_tasks)
         limits: list[Limit] = [
             Bucket(_bucket_key("submit", principal, project_id), rates.submit_per_minute),

@@ -119,8 +119,12 @@ class Rates(NamedTuple):
     max_queued_tasks: int
 
 
-# The rates of a project (None: the deployment's defaults); the projects domain provides it.
-RatesOf = Callable[[async_sessionmaker[AsyncSession], uuid.UUID | None], Awaitable[Rates]]
+# The rates of a project (None: the deployment's defaults) for a caller: the third argument is a
+# user whose membership decides (a non-member gets the defaults, as for a project that does not
+# exist), or None when no check is needed. The projects domain provides it.
+RatesOf = Callable[
+    [async_sessionmaker[AsyncSession], uuid.UUID | None, uuid.UUID | None], Awaitable[Rates]
+]
 
 
 @dataclass(frozen=True)

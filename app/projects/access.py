@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.principal import Principal
-from app.core.db import transaction
 from app.core.errors import NotFound
 from app.events.models import ActorType
 from app.projects import member_roles
@@ -118,10 +117,6 @@ def authorize_api_key(
     return ProjectAccess(project_id=project_id, role=effective, principal=principal)
 
 
-class _NotMember(Exception):
-    """The caller has no role in the project (raised inside a shared role read)."""
-
-
 async def authorize_detached(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
@@ -138,19 +133,11 @@ async def authorize_detached(
             project_id=project_id, principal=principal, role=role, hidden_as=hidden_as
         )
 
-    async def read() -> Role:
-        async with transaction(sessionmaker) as session:
-            found = await MemberRepository(session).role_of(project_id, principal.actor_id)
-        if found is None:
-            raise _NotMember()
-        return found
-
-    try:
-        effective = await member_roles.remembered.load_once(
-            (principal.actor_id, project_id), read, ttl_s=remember_s
-        )
-    except _NotMember:
-        raise hidden_as() from None
+    effective = await member_roles.role_of(
+        sessionmaker, project_id, principal.actor_id, remember_s=remember_s
+    )
+    if effective is None:
+        raise hidden_as()
     _ensure_rank(effective, role, api_key=False)
     return ProjectAccess(project_id=project_id, role=effective, principal=principal)
 

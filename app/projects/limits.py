@@ -18,6 +18,7 @@ from app.core.config import ProjectDefaults
 from app.core.memo import MAX_ENTRIES, Memo
 from app.core.ratelimit import Rates, RatesOf
 from app.core.sql import driver_connection
+from app.projects import member_roles
 from app.projects.settings import EffectiveProjectSettings, effective_settings, read_settings
 
 TTL_S = 1.0
@@ -69,18 +70,26 @@ class ProjectLimits:
 project_limits = ProjectLimits()
 
 
-def rates_lookup(defaults: ProjectDefaults) -> RatesOf:
+def rates_lookup(defaults: ProjectDefaults, *, remember_s: float) -> RatesOf:
     """The rates and backlog cap of a project (the deployment's defaults for None), from
-    `project_limits`."""
+    `project_limits`. A user who is not a member gets the defaults: the `RateLimit-*` headers of
+    their 404 are those of a project that does not exist, never the project's own rates. Their
+    membership is read through `member_roles`, remembered `remember_s` (the role check that
+    follows on the routes that hold no connection finds it there)."""
 
     async def rates_of(
-        sessionmaker: async_sessionmaker[AsyncSession], project_id: uuid.UUID | None
+        sessionmaker: async_sessionmaker[AsyncSession],
+        project_id: uuid.UUID | None,
+        member: uuid.UUID | None,
     ) -> Rates:
-        limits = (
-            defaults
-            if project_id is None
-            else await project_limits.of(sessionmaker, project_id, defaults)
-        )
+        if project_id is None or (
+            member is not None
+            and await member_roles.role_of(sessionmaker, project_id, member, remember_s=remember_s)
+            is None
+        ):
+            limits: ProjectDefaults | EffectiveProjectSettings = defaults
+        else:
+            limits = await project_limits.of(sessionmaker, project_id, defaults)
         return Rates(
             limits.submit_rate_per_minute, limits.read_rate_per_minute, limits.max_queued_tasks
         )

@@ -91,7 +91,10 @@ class World:
 
 async def build_world(session: AsyncSession, storage: Storage) -> World:
     users = {name: await make_user(session) for name in ("owner", "outsider")}
-    project = await make_project(session, owner=users["owner"])
+    # Rates of its own, which a caller outside it must never see in its RateLimit-* headers.
+    project = await make_project(
+        session, owner=users["owner"], settings={"read_rate_per_minute": 100_000}
+    )
     other_project = await make_project(session, owner=users["outsider"])
     for role in (Role.admin, Role.member, Role.viewer):
         users[role.value] = await make_user(session)

@@ -159,3 +159,4 @@ async def test_access(
             row.method, row.path.format(**nowhere), headers=here.headers[caller], **call.options
         )
         assert problem_identity(response) == problem_identity(missing)
+        assert response.headers.get("ratelimit-limit") == missing.headers.get("ratelimit-limit")

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import User
@@ -24,7 +24,7 @@ from app.core.ratelimit import KEY_PREFIX
 from app.projects.limits import project_limits
 from app.projects.models import Project
 from app.tasks.models import Task
-from tests.factories import DEFAULT_PASSWORD, auth_headers, make_api_key
+from tests.factories import DEFAULT_PASSWORD, auth_headers, make_api_key, make_user
 from tests.support import own_api
 
 
@@ -172,6 +172,32 @@ async def test_refused_submits_draw_from_the_read_bucket(
     assert [answer.status_code for answer in answers] == [403, 403, 403, 429]
     assert answers[0].headers["RateLimit-Limit"] == "3"
     assert answers[2].headers["RateLimit-Remaining"] == "0"
+
+
+async def test_an_outsider_sees_the_default_rates_never_the_projects(
+    settings: Settings,
+    live_db: async_sessionmaker[AsyncSession],
+    owner_and_project: tuple[User, Project],
+) -> None:
+    owner, project = owner_and_project
+    async with transaction(live_db) as session:
+        outsider = await make_user(session)
+    try:
+        async with _client(settings) as client:
+            await _limit(client, owner, project, read_rate_per_minute=3)
+            real = [
+                await client.get(f"/v1/projects/{project.id}", headers=auth_headers(outsider))
+                for _ in range(4)
+            ]
+            missing = await client.get(
+                f"/v1/projects/{uuid.uuid4()}", headers=auth_headers(outsider)
+            )
+    finally:
+        async with transaction(live_db) as session:
+            await session.execute(delete(User).where(User.id == outsider.id))
+    assert [answer.status_code for answer in real] == [404] * 4
+    limits = {answer.headers["RateLimit-Limit"] for answer in [*real, missing]}
+    assert limits == {str(settings.projects.read_rate_per_minute)}
 
 
 async def _sign_in(
