@@ -13,6 +13,8 @@ from starlette.types import ASGIApp
 from app import __version__, wiring
 from app.auth.admission import Admission
 from app.auth.router import router as auth_router
+from app.console.files import PREFIX as CONSOLE_PREFIX
+from app.console.files import console_files, storage_origins
 from app.core import tracing
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
@@ -56,6 +58,8 @@ class TaskgateAPI(FastAPI):
                 hsts_max_age_s=settings.api.hsts_max_age_s,
                 hsts_always=settings.api.hsts_always,
                 docs_paths=(self.docs_url, self.redoc_url, self.swagger_ui_oauth2_redirect_url),
+                console_prefix=CONSOLE_PREFIX,
+                storage_origins=storage_origins(settings),
             ),
         )
 
@@ -124,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events_router, prefix="/v1")
     app.include_router(webhooks_router, prefix="/v1")
     app.include_router(files_router, prefix="/v1")
+    # Last: only a request no API route matched is tried against the console's files.
+    app.mount(CONSOLE_PREFIX, console_files(), name="console")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -32,6 +32,26 @@ DOCS_POLICY = "; ".join(
     )
 )
 
+
+def console_policy(storage_origins: Iterable[str] = ()) -> str:
+    """The web console's pages (`app/console/`): its own scripts, styles and images only, no inline
+    script or style; it calls the API on this origin, and S3 (`storage_origins`) for presigned
+    uploads and the downloads and thumbnails it shows."""
+    storage = "".join(f" {origin}" for origin in storage_origins)
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src 'self' data: blob:{storage}",
+            f"connect-src 'self'{storage}",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+        )
+    )
+
+
 _COMMON: tuple[Header, ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -44,8 +64,9 @@ NO_STORE: Header = (b"cache-control", b"no-store")
 
 
 class SecurityHeaders:
-    """The headers each answer gets: the API's policy or, on the docs pages, theirs; and
-    Strict-Transport-Security on answers to HTTPS requests (or on every one, `hsts_always`)."""
+    """The headers each answer gets: the API's policy or, on the docs pages and the console's,
+    theirs; and Strict-Transport-Security on answers to HTTPS requests (or on every one,
+    `hsts_always`)."""
 
     def __init__(
         self,
@@ -53,6 +74,8 @@ class SecurityHeaders:
         hsts_max_age_s: int = 0,
         hsts_always: bool = False,
         docs_paths: Iterable[str | None] = (),
+        console_prefix: str | None = None,
+        storage_origins: Iterable[str] = (),
     ) -> None:
         hsts: tuple[Header, ...] = ()
         if hsts_max_age_s > 0:
@@ -62,15 +85,24 @@ class SecurityHeaders:
         self._api = (api + hsts, api + hsts if hsts_always else api)  # [https, http]
         self._docs = (docs + hsts, docs + hsts if hsts_always else docs)
         self._docs_paths = frozenset(path for path in docs_paths if path)
+        console = (*_COMMON, (b"content-security-policy", console_policy(storage_origins).encode()))
+        self._console = (console + hsts, console + hsts if hsts_always else console)
+        self._console_prefix = console_prefix or None
+        self._by_path = bool(self._docs_paths) or self._console_prefix is not None
 
     def of(self, scope: Scope) -> tuple[Header, ...]:
         """The set for this request (a lookup, nothing built)."""
         plain = 0 if scope.get("scheme") == "https" else 1
-        if self._docs_paths:
+        if self._by_path:
             path: str = scope["path"]
             root = scope.get("root_path", "")
             if root and path.startswith(root):
                 path = path[len(root) :]
             if path in self._docs_paths:
                 return self._docs[plain]
+            prefix = self._console_prefix
+            if prefix is not None and path.startswith(prefix):
+                rest = path[len(prefix) :]
+                if not rest or rest[0] == "/":
+                    return self._console[plain]
         return self._api[plain]

@@ -73,6 +73,8 @@ class RequestIdMiddleware:
             keep = _peer_in(scope, self.trusted_proxies)
         request_id = incoming if keep else new_request_id()
         token = request_id_var.set(request_id)
+        # Chosen now: a mount (the console's) rewrites the scope's root path as it routes.
+        security_headers = self.security_headers.of(scope)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -85,7 +87,7 @@ class RequestIdMiddleware:
                     cached = cached or lowered == _CACHE_CONTROL
                     headers.append((name, value))
                 headers.append((_REQUEST_ID_NAME, request_id.encode()))
-                headers.extend(self.security_headers.of(scope))
+                headers.extend(security_headers)
                 if not cached:
                     headers.append(NO_STORE)
                 headers.extend(scope.get(RESPONSE_HEADERS, ()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.types import Message, Receive, Scope, Send
 
-from app.core.headers import API_POLICY, DOCS_POLICY, SecurityHeaders
+from app.core.headers import API_POLICY, DOCS_POLICY, SecurityHeaders, console_policy
 from app.core.middleware import RequestIdMiddleware
 
 
@@ -68,3 +68,33 @@ class TestCacheControl:
         headers = await _answer([(b"cache-control", b"max-age=60")])
 
         assert [v for n, v in headers if n == b"cache-control"] == [b"max-age=60"]
+
+
+class TestConsolePolicy:
+    def test_the_console_and_its_files_get_the_console_policy(self) -> None:
+        headers = SecurityHeaders(console_prefix="/console", storage_origins=["http://s3.test"])
+
+        chosen = [_policy(headers.of(_scope(path))) for path in ("/console", "/console/app.js")]
+
+        assert chosen == [console_policy(["http://s3.test"])] * 2
+
+    def test_a_path_that_only_starts_like_it_gets_the_api_policy(self) -> None:
+        headers = SecurityHeaders(console_prefix="/console")
+
+        chosen = headers.of(_scope("/consoles"))
+
+        assert _policy(chosen) == API_POLICY
+
+    def test_under_a_root_path_the_console_is_found_too(self) -> None:
+        headers = SecurityHeaders(console_prefix="/console")
+
+        chosen = headers.of(_scope("/api/console/", root_path="/api"))
+
+        assert _policy(chosen) == console_policy()
+
+    def test_the_storage_origin_is_reachable_but_no_inline_script(self) -> None:
+        policy = console_policy(["https://s3.example.com"])
+
+        assert "script-src 'self';" in policy
+        assert "connect-src 'self' https://s3.example.com" in policy
+        assert "unsafe-inline" not in policy
