@@ -2,6 +2,7 @@
 // only: a reload or a closed tab signs out. Nothing is written to localStorage or sessionStorage.
 
 const ROLES = ["viewer", "member", "admin", "owner"];
+const FORBIDDEN_HEADERS = new Set(["content-length", "host", "connection"]);
 
 /** An answer that was not a success: the problem+json body, its status and request id. */
 export class ApiError extends Error {
@@ -126,7 +127,10 @@ export function putWithProgress(url, file, headers, onProgress) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
     request.open("PUT", url);
-    for (const [name, value] of Object.entries(headers || {})) request.setRequestHeader(name, value);
+    for (const [name, value] of Object.entries(headers || {})) {
+      // The browser sends these itself (from the body) and refuses to be told them.
+      if (!FORBIDDEN_HEADERS.has(name.toLowerCase())) request.setRequestHeader(name, value);
+    }
     request.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) onProgress(event.loaded / event.total);
     });

@@ -2,7 +2,7 @@
 // only the controls the caller's role allows; the API refuses the rest anyway.
 
 import * as api from "./api.js";
-import { badge, h, json, table, when } from "./dom.js";
+import { badge, fill, h, json, table, when } from "./dom.js";
 import { schemaForm } from "./form.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
@@ -53,7 +53,7 @@ async function attempt(slot, action) {
 
 function page(title, ...content) {
   document.title = `${title} · taskgate console`;
-  main.replaceChildren(h("h1", null, title), ...content);
+  fill(main, h("h1", null, title), ...content);
   main.focus({ preventScroll: true });
 }
 
@@ -295,7 +295,7 @@ function fileCard(file) {
   return h(
     "figure",
     { class: "file-card" },
-    image ? h("img", { src: file.download_url, alt: `Thumbnail of ${file.filename}`, class: "thumbnail" }) : null,
+    image ? h("img", { src: file.download_url, alt: file.filename, class: "thumbnail" }) : null,
     h(
       "figcaption",
       null,
@@ -351,7 +351,8 @@ async function taskScreen(project, taskId) {
       );
     }
     const outputs = h("div", { class: "outputs" });
-    body.replaceChildren(
+    fill(
+      body,
       h(
         "dl",
         { class: "facts" },
@@ -387,7 +388,8 @@ async function taskScreen(project, taskId) {
       shownFiles = ids.join(",");
       for (const id of ids) {
         const file = await attempt(failure, () => api.get(`/v1/files/${id}`, { signal }));
-        if (file && shownFiles === ids.join(",")) outputs.append(fileCard(file));
+        // The files this task wrote, not the inputs its result may name again.
+        if (file && file.task_id === current.id && shownFiles === ids.join(",")) outputs.append(fileCard(file));
       }
     }
   }

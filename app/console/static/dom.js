@@ -15,6 +15,13 @@ export function h(tag, attributes, ...children) {
   return element;
 }
 
+/** Replace `element`'s children: nulls left out, arrays flattened (unlike `replaceChildren`). */
+export function fill(element, ...children) {
+  element.replaceChildren();
+  append(element, children);
+  return element;
+}
+
 function append(element, children) {
   for (const child of children) {
     if (child == null || child === false) continue;
@@ -29,7 +36,8 @@ export function when(value) {
 }
 
 export function json(value) {
-  return h("pre", { class: "json" }, JSON.stringify(value, null, 2));
+  // Focusable: a long value scrolls, and a keyboard must be able to scroll it.
+  return h("pre", { class: "json", tabindex: "0" }, JSON.stringify(value, null, 2));
 }
 
 /** A table of `rows`, with `columns` as [heading, (row) => cell]. */

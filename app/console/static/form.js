@@ -52,7 +52,8 @@ export function schemaForm(schema) {
     const property = freeForm ? { type: "object" } : unwrap(properties[name], root);
     const kind = kindOf(property);
     const id = `field-${formCount}-${name.replace(/[^A-Za-z0-9_-]/g, "_")}`;
-    const label = freeForm ? "Input (JSON object)" : property.title || name;
+    // The property name, not pydantic's title ("N" for n): it is what the API and its errors say.
+    const label = freeForm ? "Input (JSON object)" : name;
     let control;
     if (kind === "enum") {
       control = h(
