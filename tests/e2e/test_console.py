@@ -355,6 +355,8 @@ class TestWebhooks:
             await expect(deliveries).to_contain_text("200")
             await tab.page.get_by_role("button", name="Attempts").click()
             await expect(tab.page.get_by_role("table", name="Attempts")).to_contain_text("200")
+            await tab.page.wait_for_timeout(3500)  # past a refresh of the deliveries
+            await expect(tab.page.get_by_role("table", name="Attempts")).to_be_visible()
             assert await tab.accessibility_violations(axe_source) == []
             await tab.screenshot("webhook")
         assert tab.errors == []

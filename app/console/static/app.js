@@ -585,7 +585,9 @@ async function webhookScreen(project, endpointId) {
   const shown = h("div");
   const details = h("div");
   const deliveries = h("div", { "aria-live": "polite" });
-  page("Webhook", projectNav(project, "webhooks"), failure, shown, details, deliveries);
+  // Outside `deliveries`, which is read again every 3 s: the attempts shown stay open.
+  const attempts = h("div");
+  page("Webhook", projectNav(project, "webhooks"), failure, shown, details, deliveries, attempts);
   const endpoint = await attempt(failure, () => api.get(`/v1/webhooks/${endpointId}`, { signal }));
   if (!endpoint) return;
   details.append(
@@ -624,14 +626,13 @@ async function webhookScreen(project, endpointId) {
         found.items,
         { empty: "No deliveries yet.", label: "Deliveries" },
       ),
-      h("div", { id: "attempts" }),
     );
     timer = setTimeout(load, 3000);
   }
   async function attemptsOf(delivery) {
     const detail = await attempt(failure, () => api.get(`/v1/webhooks/${endpointId}/deliveries/${delivery.id}`));
     if (!detail) return;
-    document.getElementById("attempts")?.replaceChildren(
+    attempts.replaceChildren(
       h("h3", null, `Attempts of ${delivery.event_type}`),
       table(
         [
