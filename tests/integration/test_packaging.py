@@ -67,6 +67,16 @@ class TestWheel:
         assert {"app/migrations/env.py", "app/migrations/script.py.mako"} <= set(names)
         assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
 
+    def test_it_carries_every_file_of_the_console(self, wheel: Path) -> None:
+        names, _ = _metadata(wheel)
+
+        static = sorted(path.name for path in (REPO_ROOT / "app" / "console" / "static").iterdir())
+        assert "index.html" in static
+        assert (
+            sorted(Path(name).name for name in names if name.startswith("app/console/static/"))
+            == static
+        )
+
     def test_the_dev_engines_and_flower_come_only_with_their_extras(self, wheel: Path) -> None:
         _, requires = _metadata(wheel)
 
