@@ -188,6 +188,34 @@ class TestSignIn:
         assert tab.errors == []
 
 
+class TestSession:
+    async def test_the_access_token_is_refreshed_before_it_expires(
+        self, browser: Browser, platform: Platform, people: People
+    ) -> None:
+        # An API whose access tokens live the shortest time allowed; the console refreshes 30 s
+        # before expiry.
+        platform.env["TASKGATE_SECURITY__ACCESS_TOKEN_TTL_S"] = "60"
+        platform.start_api()
+        context = await browser.new_context()
+        tab = Tab(await context.new_page(), platform.base_url)
+        calls: list[str] = []
+        tab.page.on("request", lambda request: calls.append(request.url))
+        await tab.sign_in(people.owner)
+        await tab.page.wait_for_timeout(31_000)
+
+        await _open_project(tab, platform, "tasks")
+
+        await expect(tab.page.get_by_role("heading", name="Tasks")).to_be_visible()
+        await expect(tab.page.get_by_text("No tasks match.")).to_be_visible()
+        assert [url for url in calls if url.endswith("/v1/auth/refresh")] != []
+        storage = await tab.page.evaluate(
+            "() => [localStorage.length, sessionStorage.length, document.cookie]"
+        )
+        assert storage == [0, 0, ""]
+        assert tab.errors == []
+        await context.close()
+
+
 class TestTasks:
     async def test_cpu_primes_from_the_generated_form_runs_to_its_result(
         self, tab: Tab, platform: Platform, people: People, axe_source: str
