@@ -319,6 +319,38 @@ class TestViewer:
         assert tab.errors == []
 
 
+class TestAdministration:
+    async def test_an_owner_adds_a_member_makes_and_revokes_a_key_and_reads_the_audit_log(
+        self, tab: Tab, platform: Platform, people: People, axe_source: str
+    ) -> None:
+        async with transaction(create_sessionmaker(platform.engine)) as session:
+            newcomer = await make_user(session)
+        await tab.sign_in(people.owner)
+        await _open_project(tab, platform, "members")
+        await tab.page.get_by_label("Email", exact=True).fill(newcomer.email)
+        await tab.page.get_by_label("Role", exact=True).select_option("member")
+
+        await tab.page.get_by_role("button", name="Add member").click()
+
+        await expect(tab.page.get_by_role("row", name=re.compile(newcomer.email))).to_be_visible()
+        await _open_project(tab, platform, "keys")
+        await tab.page.get_by_label("Name", exact=True).fill("console key")
+        await tab.page.get_by_role("button", name="Create key").click()
+        await expect(tab.page.get_by_test_id("secret")).to_contain_text("tg_")
+        key_row = tab.page.get_by_role("row", name=re.compile("console key"))
+        await key_row.get_by_role("button", name="Revoke").click()
+        await expect(key_row.get_by_role("button", name="Revoke")).to_have_count(0)
+        await _open_project(tab, platform, "events")
+        await tab.page.get_by_label("Kind", exact=True).fill("project.member_added")
+        await tab.page.get_by_role("button", name="Filter").click()
+        events = tab.page.get_by_role("table", name="Events")
+        await expect(events).to_contain_text("project.member_added")
+        await expect(events).not_to_contain_text("project.api_key_created")
+        assert await tab.accessibility_violations(axe_source) == []
+        await tab.screenshot("audit-log")
+        assert tab.errors == []
+
+
 def _png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (30, 120, 200)).save(buffer, format="PNG")
