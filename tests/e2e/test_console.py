@@ -419,4 +419,10 @@ class TestWebhooks:
             await expect(tab.page.get_by_role("table", name="Attempts")).to_be_visible()
             assert await tab.accessibility_violations(axe_source) == []
             await tab.screenshot("webhook")
+            await expect(tab.page.get_by_test_id("secret")).to_have_count(0)  # shown once only
+            await tab.page.get_by_role("button", name="Rotate secret").click()
+            await expect(tab.page.get_by_test_id("secret")).to_contain_text("whsec_")
+            await tab.page.get_by_role("button", name="Redeliver").click()
+            again = await receiver.wait_for(2, timeout_s=30)
+            assert again[1].webhook_id == again[0].webhook_id  # the same delivery, sent again
         assert tab.errors == []

@@ -255,7 +255,7 @@ async function tasksScreen(project, params) {
           ["Progress", progressBar],
           ["Created", (task) => when(task.created_at)],
           ...(canCancel
-            ? [["", (task) => (TERMINAL.has(task.status) ? "" : h("button", { type: "button", class: "small", onclick: () => cancel(task) }, "Cancel"))]]
+            ? [["Actions", (task) => (TERMINAL.has(task.status) ? "" : h("button", { type: "button", class: "small", onclick: () => cancel(task) }, "Cancel"))]]
             : []),
         ],
         found.items,
@@ -618,7 +618,7 @@ async function webhookScreen(project, endpointId) {
           ["Answer", (delivery) => (delivery.response_status ? String(delivery.response_status) : delivery.last_error ?? "—")],
           ["Next attempt", (delivery) => when(delivery.next_attempt_at)],
           ["Created", (delivery) => when(delivery.created_at)],
-          ["", (delivery) => h("span", null,
+          ["Actions", (delivery) => h("span", null,
             h("button", { type: "button", class: "small", onclick: () => attemptsOf(delivery) }, "Attempts"),
             " ",
             h("button", { type: "button", class: "small", onclick: async () => { await attempt(failure, () => api.post(`/v1/webhooks/${endpointId}/deliveries/${delivery.id}/redeliver`)); load(); } }, "Redeliver"))],
@@ -700,7 +700,7 @@ async function membersScreen(project) {
           }],
           ["Joined", (member) => when(member.created_at)],
           ...(isAdmin
-            ? [["", (member) => (member.role === "owner" ? "" : h("button", { type: "button", class: "small", onclick: async () => { await attempt(failure, () => api.del(`/v1/projects/${project.id}/members/${member.user_id}`)); await load(); } }, "Remove"))]]
+            ? [["Actions", (member) => (member.role === "owner" ? "" : h("button", { type: "button", class: "small", onclick: async () => { await attempt(failure, () => api.del(`/v1/projects/${project.id}/members/${member.user_id}`)); await load(); } }, "Remove"))]]
             : []),
         ],
         found.items,
@@ -752,7 +752,7 @@ async function keysScreen(project) {
           ["Scopes", (key) => key.scopes.join(", ")],
           ["Last used", (key) => when(key.last_used_at)],
           ["Revoked", (key) => when(key.revoked_at)],
-          ["", (key) => (key.revoked_at ? "" : h("button", { type: "button", class: "small", onclick: async () => { await attempt(failure, () => api.del(`/v1/projects/${project.id}/api-keys/${key.id}`)); await load(); } }, "Revoke"))],
+          ["Actions", (key) => (key.revoked_at ? "" : h("button", { type: "button", class: "small", onclick: async () => { await attempt(failure, () => api.del(`/v1/projects/${project.id}/api-keys/${key.id}`)); await load(); } }, "Revoke"))],
         ],
         found.items,
         { empty: "No API keys yet.", label: "API keys" },
