@@ -43,7 +43,7 @@ def console_policy(storage_origins: Iterable[str] = ()) -> str:
             "default-src 'none'",
             "script-src 'self'",
             "style-src 'self'",
-            f"img-src 'self' data: blob:{storage}",
+            f"img-src 'self' data:{storage}",  # data: for the shell's empty icon
             f"connect-src 'self'{storage}",
             "frame-ancestors 'none'",
             "base-uri 'none'",
