@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.db import AfterCommit, run_after_commit
 
@@ -78,8 +78,7 @@ async def driver_connection(
             yield driver
         return
     async with bind.connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver = raw.driver_connection
+        driver = await _live_driver(connection, bind)
         try:
             yield driver
         except CONNECTION_LOST:
@@ -88,6 +87,20 @@ async def driver_connection(
             await connection.invalidate()
             await bind.dispose()
             raise
+
+
+async def _live_driver(connection: AsyncConnection, engine: AsyncEngine) -> asyncpg.Connection:
+    """The asyncpg connection under `connection`. One the server or the network dropped while it
+    sat in the pool (a restart, a failover, a reset) is replaced, and the pool's others from
+    before then with it: nothing was sent on it, so the caller's statement still runs."""
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    if driver.is_closed():
+        await connection.invalidate()
+        await engine.dispose()
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+    return driver
 
 
 async def driver_of(session: AsyncSession) -> asyncpg.Connection:

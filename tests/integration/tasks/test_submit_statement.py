@@ -20,6 +20,7 @@ from app.tasks.models import Task
 from app.webhooks.models import WebhookDelivery
 from tests.factories import auth_headers, make_api_key, make_project, make_user
 from tests.integration.webhooks.conftest import make_endpoint
+from tests.proxy import Proxy
 
 
 async def _project_and_key(session: AsyncSession) -> tuple[Project, ApiKey, dict[str, str]]:
@@ -190,6 +191,46 @@ class TestRememberedApiKeys:
         )
         assert gone.status_code == 404, gone.text
         assert gone.json()["type"].endswith("/project-not-found")
+
+
+class TestDatabaseConnectionsLost:
+    async def test_a_pooled_connection_the_network_dropped_is_replaced_before_use(
+        self,
+        settings: Settings,
+        live_db: async_sessionmaker[AsyncSession],
+        live_project: Project,
+    ) -> None:
+        async with transaction(live_db) as session:
+            _, secret = await make_api_key(session, live_project)
+        headers = {"Authorization": f"Bearer {secret}"}
+        with Proxy.to(settings.database.url) as proxy:
+            proxied = settings.model_copy(
+                update={
+                    "database": settings.database.model_copy(
+                        update={"url": proxy.url(settings.database.url), "pool_size": 1}
+                    )
+                }
+            )
+            app = create_app(proxied)
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://taskgate.test"
+                ) as client:
+                    first = await _submit(client, live_project, headers)
+                    assert proxy.cut() >= 1  # the pooled connection, reset
+                    await asyncio.sleep(0.2)  # the reset has reached the pool's connection
+
+                    # The key is remembered (no lookup): the write is the first use of the pool.
+                    second = await _submit(client, live_project, headers)
+
+        assert first.status_code == 202, first.text
+        assert second.status_code == 202, second.text
+        async with live_db() as session:
+            count = await session.scalar(
+                select(func.count()).select_from(Task).where(Task.project_id == live_project.id)
+            )
+        assert count == 2
 
 
 class TestDatabaseOutOfConnections:
