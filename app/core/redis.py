@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Connection, Redis, SSLConnection
 
 from app.core.config import RedisSettings
 
@@ -23,5 +24,40 @@ def connection_options(settings: RedisSettings) -> dict[str, Any]:
     return options
 
 
+async def _forget_if_reset(connection: Connection) -> None:
+    """Disconnect `connection` if the server or the network closed it while it sat in the pool:
+    sending then reconnects. (On uvloop, as every process runs, a write on a closed transport is
+    a RuntimeError that redis-py passes on as is, neither a Redis error nor retried.)"""
+    writer = connection._writer
+    if writer is not None and writer.transport.is_closing():
+        await connection.disconnect(nowait=True)
+
+
+class _Connection(Connection):
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        await _forget_if_reset(self)
+        await super().send_packed_command(command, check_health)
+
+
+class _SSLConnection(SSLConnection):
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        await _forget_if_reset(self)
+        await super().send_packed_command(command, check_health)
+
+
+_CONNECTION_CLASSES: dict[str, type[Connection]] = {
+    "redis": _Connection,
+    "rediss": _SSLConnection,
+}
+
+
 def create_redis(settings: RedisSettings) -> Redis:
-    return Redis.from_url(settings.url, **connection_options(settings))
+    options = connection_options(settings)
+    scheme = settings.url.partition("://")[0]
+    if scheme in _CONNECTION_CLASSES:  # a unix:// socket keeps redis-py's own
+        options["connection_class"] = _CONNECTION_CLASSES[scheme]
+    return Redis.from_url(settings.url, **options)
