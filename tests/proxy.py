@@ -97,6 +97,9 @@ class Proxy:
         self._call(self._listen())
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed():
+            coroutine.close()
+            raise RuntimeError("the proxy is closed")
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
 
     def _bound_port(self) -> int:
