@@ -198,6 +198,31 @@ class TestPostgresqlConnectionsCut:
             f"{dict(load.answers)}, all accepted tasks succeeded once"
         )
 
+    async def test_unreachable_for_two_seconds_it_answers_503_and_then_recovers(
+        self, proxied: Platform, database_proxy: Proxy
+    ) -> None:
+        proxied.start_worker(concurrency=4)
+        load = Load(proxied, {"type": "sleep", "input": {"seconds": 0.1}}, concurrency=12)
+
+        async def outage() -> None:
+            await asyncio.sleep(1.5)
+            database_proxy.refuse(2)  # connects refused for 2 s, as while PostgreSQL restarts
+            database_proxy.cut()
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(load.run(200))
+            group.create_task(outage())
+        await _assert_all_succeeded_once(proxied, load.task_ids)
+
+        assert set(load.answers) <= {202, 200, 503}, load.answers
+        assert load.answers[503] > 0
+        assert load.unavailable_without_retry_after == 0
+        assert await _tasks_of_project(proxied) == 200
+        print(  # noqa: T201 (reported figure)
+            f"\nPostgreSQL unreachable for 2 s under 200 submits: answers {dict(load.answers)}, "
+            "all accepted tasks succeeded once"
+        )
+
 
 class TestRedisConnectionsCut:
     async def test_running_tasks_and_lost_publishes_all_end_succeeded_once(
@@ -215,3 +240,21 @@ class TestRedisConnectionsCut:
         print(  # noqa: T201 (reported figure)
             f"\nRedis connections cut 4 times ({cuts}) with tasks running: all 120 succeeded once"
         )
+
+    async def test_unreachable_for_two_seconds_with_tasks_running_every_task_succeeds_once(
+        self, proxied: Platform, redis_proxy: Proxy
+    ) -> None:
+        proxied.start_worker(concurrency=4)
+        load = Load(proxied, {"type": "sleep", "input": {"seconds": 1}}, concurrency=8)
+
+        async def outage() -> None:
+            await asyncio.sleep(2)
+            redis_proxy.refuse(2)  # connects refused for 2 s, as while Redis restarts
+            redis_proxy.cut()
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(load.run(60))
+            group.create_task(outage())
+        await _assert_all_succeeded_once(proxied, load.task_ids)
+
+        assert load.answers == {202: 60}
