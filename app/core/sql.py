@@ -81,11 +81,18 @@ async def driver_connection(
         driver = await _live_driver(connection, bind)
         try:
             yield driver
-        except CONNECTION_LOST:
+        except CONNECTION_LOST as exc:
+            closed = isinstance(exc, asyncpg.exceptions.InterfaceError)
+            if closed and not driver.is_closed():
+                raise  # a misuse of a live connection, not a lost one
             # The server went away (a restart, a failover): no connection of this pool is worth
             # keeping, as SQLAlchemy does when a session finds one dead. The error stays a 503.
             await connection.invalidate()
             await bind.dispose()
+            if closed:
+                # Taken from the pool already closed by the server's going: to the caller and
+                # the error handler as lost as one that broke during its statement.
+                raise asyncpg.exceptions.ConnectionDoesNotExistError(str(exc)) from exc
             raise
 
 

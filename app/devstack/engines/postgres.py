@@ -62,6 +62,7 @@ class Postgres(Engine):
         self.database_name = database_name
         self.pgdata = self.dir / "data"
         self.port = 0
+        self._same_port = False
 
     @staticmethod
     def binary() -> Path:
@@ -72,6 +73,11 @@ class Postgres(Engine):
     def url(self) -> str:
         """SQLAlchemy URL of the application database."""
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{self.database_name}"
+
+    def keep_port(self) -> None:
+        """Listen on the current port when started again, so clients reconnect to the same URL
+        (a restart under load, as the chaos tests do it)."""
+        self._same_port = self.port != 0
 
     def _prepare(self, deadline: float) -> None:
         self._clear_stale_lock()
@@ -144,7 +150,8 @@ class Postgres(Engine):
         )
 
     def _launch(self) -> subprocess.Popen[bytes]:
-        self.port = process.free_port()
+        if not self._same_port:
+            self.port = process.free_port()
         self.ports.append(self.port)
         # A list setting: quoted so that commas or spaces in the path survive; too long a path
         # cannot hold a socket at all, and our clients use TCP anyway.
