@@ -230,6 +230,12 @@ class WorkerSettings(BaseModel):
     visibility_timeout_s: int = Field(7 * 3600, ge=60)
     # How often kombu puts back messages of a dead worker; the default (1 h) is far too slow.
     unacked_restore_interval_s: float = Field(5.0, gt=0)
+    # Warm shutdown (SIGTERM): a handler still running this long after it is stopped and its
+    # task released (queued again with `task.requeued`, published at once), instead of waiting
+    # out its lease after the orchestrator's SIGKILL. Keep it well inside the stop grace
+    # (k8s/31-worker.yaml: 600 s; compose: 2 min). The `threads` and `solo` pools only: a
+    # prefork child finishes its job, or is killed and its lease expires.
+    shutdown_grace_s: float = Field(30.0, ge=0, le=3600)
 
 
 class TaskSettings(BaseModel):

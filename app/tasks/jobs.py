@@ -45,6 +45,9 @@ def execute_task(self: CeleryTask[..., None], *task_ids: str) -> None:
                 worker=f"{socket.gethostname()}:{os.getpid()}",
                 storage=Storage.from_settings(get_settings()),
                 running_cap=get_settings().projects.max_running_tasks,
+                shutdown=runner.Shutdown(
+                    runtime.shutdown_requested_at, get_settings().worker.shutdown_grace_s
+                ),
             ),
         )
     )

@@ -217,6 +217,26 @@ async def end_canceled(session: AsyncSession, task: Task) -> Task | None:
     return ended
 
 
+async def release(session: AsyncSession, task: Task) -> Task | None:
+    """Give back an attempt that a warm shutdown stopped: the task is queued again at once
+    (`task.requeued`) and published, or ends as an expired lease would (out of attempts, or
+    asked to cancel); None if the attempt had lost its lease."""
+    repository = TaskRepository(session)
+    released = await repository.release(task.id, attempt=task.attempt, now=utc_now())
+    if released is None:
+        return None
+    if released.status == TaskStatus.queued:
+        data = {"reason": "worker_shutdown", "attempt": released.attempt}
+        record(session, released, "task.requeued", data=data)
+    else:
+        kind = "task.canceled" if released.status == TaskStatus.canceled else "task.failed"
+        record(session, released, kind, data={"attempt": released.attempt, "error": released.error})
+        await repository.notify_finished(task.id)
+    # Its own slot is free too: the project's oldest waiting task, often this one, goes out now.
+    await _hand_on_slot(session, released)
+    return released
+
+
 async def _hand_on_slot(session: AsyncSession, ended: Task) -> None:
     """The attempt's slot is free: its project's next waiting task (one a full project's cap
     refused) is published once this commits, not on the scheduler's next pass."""

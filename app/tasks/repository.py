@@ -226,35 +226,24 @@ class TaskRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        next_status = case(
-            (Task.cancel_requested_at.is_not(None), TaskStatus.canceled.value),
-            (Task.attempt >= Task.max_attempts, TaskStatus.failed.value),
-            else_=TaskStatus.queued.value,
-        )
-        is_final = or_(Task.cancel_requested_at.is_not(None), Task.attempt >= Task.max_attempts)
         statement = (
             update(Task)
             .where(Task.id.in_(expired.scalar_subquery()))
-            .values(
-                status=next_status,
-                lease_expires_at=None,
-                worker=None,
-                dispatched_at=None,
-                finished_at=case((is_final, now), else_=None),
-                error=case(
-                    (
-                        and_(Task.cancel_requested_at.is_(None), Task.attempt >= Task.max_attempts),
-                        func.jsonb_build_object(
-                            "type", "lease_expired", "message", "the worker stopped responding"
-                        ),
-                    ),
-                    else_=Task.error,
-                ),
-            )
+            .values(**_put_back(now, "lease_expired", "the worker stopped responding"))
             .returning(Task)
             .execution_options(synchronize_session=False, populate_existing=True)
         )
         return (await self.session.scalars(statement)).all()
+
+    async def release(self, task_id: uuid.UUID, *, attempt: int, now: datetime) -> Task | None:
+        """Give back the running attempt that holds the lease (its worker is shutting down): as
+        the reaper puts back an expired lease, at once; None if the lease was lost."""
+        return await self._update_one(
+            task_id,
+            Task.status == TaskStatus.running,
+            Task.attempt == attempt,
+            **_put_back(now, "worker_shutdown", "the worker shut down before the attempt ended"),
+        )
 
     async def claim_for_dispatch(
         self,
@@ -365,3 +354,27 @@ class TaskRepository:
             text("SELECT pg_notify(:channel, :task_id)"),
             {"channel": FINISHED_CHANNEL, "task_id": str(task_id)},
         )
+
+
+def _put_back(now: datetime, error_type: str, message: str) -> dict[str, Any]:
+    """The values of a running task given back without an outcome: queued again, canceled when
+    a cancel was asked, failed (`error_type`) when it has no attempts left."""
+    is_final = or_(Task.cancel_requested_at.is_not(None), Task.attempt >= Task.max_attempts)
+    return {
+        "status": case(
+            (Task.cancel_requested_at.is_not(None), TaskStatus.canceled.value),
+            (Task.attempt >= Task.max_attempts, TaskStatus.failed.value),
+            else_=TaskStatus.queued.value,
+        ),
+        "lease_expires_at": None,
+        "worker": None,
+        "dispatched_at": None,
+        "finished_at": case((is_final, now), else_=None),
+        "error": case(
+            (
+                and_(Task.cancel_requested_at.is_(None), Task.attempt >= Task.max_attempts),
+                func.jsonb_build_object("type", error_type, "message", message),
+            ),
+            else_=Task.error,
+        ),
+    }

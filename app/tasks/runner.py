@@ -8,7 +8,8 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -43,6 +44,20 @@ class StopReason(enum.StrEnum):
     canceled = "canceled"
     timed_out = "timed_out"
     lease_lost = "lease_lost"
+    released = "released"
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """The worker's warm shutdown: when it was asked (None while it runs on), and how long a
+    handler may go on after that before its attempt is stopped and its task released."""
+
+    requested_at: Callable[[], float | None]
+    grace_s: float
+
+    def release_at(self) -> float | None:
+        requested_at = self.requested_at()
+        return None if requested_at is None else requested_at + self.grace_s
 
 
 async def execute(
@@ -54,11 +69,13 @@ async def execute(
     worker: str,
     storage: Storage,
     running_cap: int,
+    shutdown: Shutdown | None = None,
 ) -> Outcome | None:
     """Run one attempt of a task; return how it ended (None: nothing to lease). Safe to receive
     twice: only one worker can lease it. `running_cap`: the deployment's default
-    `max_running_tasks` (a project at its cap leases nothing). Traced as `task <type>` when
-    tracing is on."""
+    `max_running_tasks` (a project at its cap leases nothing); `shutdown`: the worker's warm
+    shutdown, after whose grace the attempt is released. Traced as `task <type>` when tracing
+    is on."""
     attempt = functools.partial(
         _execute,
         sessionmaker,
@@ -68,6 +85,7 @@ async def execute(
         worker=worker,
         storage=storage,
         running_cap=running_cap,
+        shutdown=shutdown,
     )
     if not tracing.ENABLED:
         return await attempt()
@@ -87,6 +105,7 @@ async def _execute(
     worker: str,
     storage: Storage,
     running_cap: int,
+    shutdown: Shutdown | None,
     span: Span | None = None,
 ) -> Outcome | None:
     task = await grouped.lease(
@@ -108,7 +127,7 @@ async def _execute(
     started = time.monotonic()
     try:
         outcome = await _run_leased(
-            sessionmaker, task, registry=registry, limits=limits, storage=storage
+            sessionmaker, task, registry=registry, limits=limits, storage=storage, shutdown=shutdown
         )
         # The attempt's one INFO line (its start is the task's `task.started` event).
         duration_ms = round((time.monotonic() - started) * 1000, 1)
@@ -141,6 +160,7 @@ async def execute_all(
     worker: str,
     storage: Storage,
     running_cap: int,
+    shutdown: Shutdown | None = None,
 ) -> list[Outcome | None]:
     """Run one attempt of each task at once (a job that carries several tasks); their leases
     and successes are grouped (`grouped.py`). Raises the first error once every attempt ended."""
@@ -153,6 +173,7 @@ async def execute_all(
             worker=worker,
             storage=storage,
             running_cap=running_cap,
+            shutdown=shutdown,
         )
         for task_id in task_ids
     ]
@@ -172,6 +193,7 @@ async def _run_leased(
     registry: Registry,
     limits: TaskSettings,
     storage: Storage,
+    shutdown: Shutdown | None = None,
 ) -> Outcome:
     """Run the leased attempt and record how it ended; the outcome is what its log line says."""
     log.debug("task started", extra={"attempt": task.attempt, "type": task.type})
@@ -202,10 +224,18 @@ async def _run_leased(
         handler = tracing.traced(f"handler {task.type}", _span_attributes(task), handler)
     run = asyncio.create_task(handler)
     stopped = await _supervise(
-        sessionmaker, task, run, context, limits, deadline=started + task.timeout_s
+        sessionmaker,
+        task,
+        run,
+        context,
+        limits,
+        deadline=started + task.timeout_s,
+        shutdown=shutdown,
     )
     if stopped == StopReason.lease_lost:  # the attempt's outcome is discarded
         return {"status": StopReason.lease_lost.value}
+    if stopped == StopReason.released:
+        return await _release(sessionmaker, task)
     if stopped == StopReason.canceled:
         return await _cancel(sessionmaker, task)
     if stopped == StopReason.timed_out:
@@ -243,10 +273,14 @@ async def _supervise(
     limits: TaskSettings,
     *,
     deadline: float,
+    shutdown: Shutdown | None = None,
 ) -> StopReason | None:
-    """Heartbeat until the handler ends; stop it on cancel, timeout or a lost lease."""
+    """Heartbeat until the handler ends; stop it on cancel, timeout, a lost lease, or when the
+    worker's warm shutdown has waited its grace for it."""
     while True:
-        wait_s = max(0.0, min(limits.heartbeat_s, deadline - time.monotonic()))
+        release_at = shutdown.release_at() if shutdown is not None else None
+        until = deadline if release_at is None else min(deadline, release_at)
+        wait_s = max(0.0, min(limits.heartbeat_s, until - time.monotonic()))
         done, _ = await asyncio.wait({run}, timeout=wait_s)
         if done:
             # The last progress, if any came since the last beat; otherwise nothing to write.
@@ -255,6 +289,8 @@ async def _supervise(
             return None
         if time.monotonic() >= deadline:
             return await _stop(run, context, StopReason.timed_out)
+        if release_at is not None and time.monotonic() >= release_at:
+            return await _stop(run, context, StopReason.released)
         current = await _beat(sessionmaker, task, limits, context.take_progress())
         if current is None:
             return await _stop(run, context, StopReason.lease_lost)
@@ -307,6 +343,11 @@ async def _succeed(
     except StorageError as exc:
         return await _fail(sessionmaker, task, "storage_unavailable", str(exc), True, limits)
     return _succeeded(await lifecycle.succeed_now(sessionmaker, task, result=None, result_key=key))
+
+
+async def _release(sessionmaker: async_sessionmaker[AsyncSession], task: Task) -> Outcome:
+    async with transaction(sessionmaker) as session:
+        return _ended(await lifecycle.release(session, task), released=True)
 
 
 async def _cancel(sessionmaker: async_sessionmaker[AsyncSession], task: Task) -> Outcome:

@@ -6,7 +6,9 @@ while one waits on PostgreSQL, another runs) as the `prefork` and `solo` pools' 
 Never `asyncio.run()` per job against a pooled engine, never nested loops. The first job of a
 process also runs the setup its entry point registered (`on_process_start`;
 `app.wiring.wire_workers`): the publisher that enqueues follow-up jobs, and the event
-subscribers. The process's engine and loop are disposed of on `worker_process_shutdown`.
+subscribers. The process's engine and loop are disposed of on `worker_process_shutdown`. A warm shutdown
+(`worker_shutting_down`, in the main process: where the `threads` and `solo` pools run their
+jobs) is noted for the attempts running (`shutdown_requested_at`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_process_shutdown, worker_shutting_down
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core import metrics
@@ -44,6 +47,7 @@ ProcessSetup = Callable[[Settings], enqueue.Publisher]
 _runtime: _Runtime | None = None
 _lock = threading.Lock()
 _setup: ProcessSetup | None = None
+_shutdown_requested_at: float | None = None
 
 
 def on_process_start(setup: ProcessSetup) -> None:
@@ -112,3 +116,16 @@ def shutdown() -> None:
 @worker_process_shutdown.connect
 def _dispose_runtime(**_: object) -> None:
     shutdown()
+
+
+def shutdown_requested_at() -> float | None:
+    """When (`time.monotonic()`) this worker was asked to stop; None while it runs on."""
+    return _shutdown_requested_at
+
+
+@worker_shutting_down.connect
+def _note_shutdown(**_: object) -> None:
+    # Called in a signal handler: it only records the moment, the attempts read it.
+    global _shutdown_requested_at
+    if _shutdown_requested_at is None:
+        _shutdown_requested_at = time.monotonic()

@@ -4,22 +4,27 @@ worker's warm shutdown, an API process killed, Redis killed while tasks run."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from celery import Celery
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
-from app.core.db import create_engine
+from app.core.db import create_engine, create_sessionmaker, utc_now
 from app.devstack.engines.postgres import Postgres
+from app.events.models import Event
 from tests.platform import FAST_SETTINGS, Platform
 from tests.support import ProcessGroup, run_alembic
 
@@ -166,3 +171,65 @@ async def _first_202_after(answers: list[Answer], since: float, *, timeout_s: fl
             return min(found)
         await asyncio.sleep(0.1)
     raise AssertionError(f"no submit succeeded within {timeout_s}s of the restart")
+
+
+class TestWorkerWarmShutdown:
+    async def test_sigterm_hands_its_running_tasks_to_another_worker_at_once(
+        self, platform: Platform
+    ) -> None:
+        # Tasks that outlast the second worker's start; leases of 30 s: a task that waited for its
+        # lease to expire could not run again in time.
+        platform.env |= {"TASKGATE_TASKS__LEASE_S": "30", "TASKGATE_WORKER__SHUTDOWN_GRACE_S": "1"}
+        stopping = platform.start_worker(concurrency=4)
+        task_ids = await platform.submit_many(4, {"type": "sleep", "input": {"seconds": 15}})
+        await _until_running(platform, task_ids, count=4)
+        platform.start_worker(concurrency=4)
+
+        signalled_at = utc_now()
+        stopping.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(stopping.wait, 30)
+        stopped_at = utc_now()
+        await _wait_succeeded(platform, task_ids, timeout_s=60)
+
+        assert stopping.returncode == 0
+        history = await _events(platform, task_ids)
+        for task_id in task_ids:
+            assert [(kind, data.get("reason")) for kind, data, _ in history[task_id]] == [
+                ("task.created", None),
+                ("task.started", None),
+                ("task.requeued", "worker_shutdown"),
+                ("task.started", None),
+                ("task.succeeded", None),
+            ]
+        restarted_at = max(events[3][2] for events in history.values())
+        restarted_after = (restarted_at - signalled_at).total_seconds()
+        assert restarted_after < 10  # a third of the lease
+        print(  # noqa: T201 (reported figure)
+            f"\nSIGTERM with 4 tasks running (grace 1 s): the worker exited after "
+            f"{(stopped_at - signalled_at).total_seconds():.1f}s, the last of the 4 ran on the "
+            f"other worker {restarted_after:.1f}s after the signal (lease 30 s)"
+        )
+
+
+async def _until_running(platform: Platform, task_ids: list[str], *, count: int) -> None:
+    for _ in range(300):
+        if (await platform.statuses(task_ids)).get("running", 0) >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"fewer than {count} tasks started within 30 s")
+
+
+async def _events(
+    platform: Platform, task_ids: list[str]
+) -> dict[str, list[tuple[str, dict[str, Any], datetime]]]:
+    """Each task's events in order: kind, data, time."""
+    async with create_sessionmaker(platform.engine)() as session:
+        rows = await session.execute(
+            select(Event.subject_id, Event.kind, Event.data, Event.at)
+            .where(Event.subject_id.in_([uuid.UUID(task_id) for task_id in task_ids]))
+            .order_by(Event.at, Event.id)
+        )
+        history: dict[str, list[tuple[str, dict[str, Any], datetime]]] = {t: [] for t in task_ids}
+        for subject_id, kind, data, at in rows:
+            history[str(subject_id)].append((kind, data or {}, at))
+        return history

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,11 +19,14 @@ from app.files.storage import Storage
 from app.projects.models import Project
 from app.tasks import scheduling
 from app.tasks.models import Task, TaskStatus
-from app.tasks.runner import execute
+from app.tasks.runner import Shutdown, execute
 from app.tasktypes.base import TaskContext, TaskType
 from app.tasktypes.builtin import EchoInput
 from app.tasktypes.registry import Registry, get_registry
+from app.worker import enqueue
+from app.worker.enqueue import Publisher
 from tests.integration.tasks.conftest import RUNNING_CAP, event_kinds, make_task, reload
+from tests.integration.tasks.test_scheduler import queued_task_ids
 
 
 @pytest.fixture
@@ -30,7 +35,11 @@ def storage(settings: Settings) -> Storage:
 
 
 async def _execute(
-    db: async_sessionmaker[AsyncSession], task: Task, limits: TaskSettings, storage: Storage
+    db: async_sessionmaker[AsyncSession],
+    task: Task,
+    limits: TaskSettings,
+    storage: Storage,
+    shutdown: Shutdown | None = None,
 ) -> None:
     await execute(
         db,
@@ -40,6 +49,7 @@ async def _execute(
         worker="test-worker",
         storage=storage,
         running_cap=RUNNING_CAP,
+        shutdown=shutdown,
     )
 
 
@@ -295,6 +305,74 @@ class TestCancelWhileRunning:
         done = await reload(db, task.id)
         assert done.status == TaskStatus.canceled
         assert (await event_kinds(db, task.id))[-1] == "task.canceled"
+
+
+class TestWarmShutdown:
+    async def test_an_attempt_still_running_after_the_grace_is_released_at_once(
+        self,
+        live_db: async_sessionmaker[AsyncSession],
+        live_project: Project,
+        limits: TaskSettings,
+        storage: Storage,
+        publisher: Publisher,
+        redis: Redis,
+    ) -> None:
+        db, project = live_db, live_project
+        task = await make_task(db, project, type="sleep", input={"seconds": 30})
+        asked: list[float] = []
+        shutdown = Shutdown(lambda: asked[0] if asked else None, grace_s=0.2)
+        with enqueue.using(publisher):
+            running = asyncio.create_task(_execute(db, task, limits, storage, shutdown))
+        await _until_running(db, task)
+
+        asked.append(time.monotonic())
+        await asyncio.wait_for(running, timeout=5)
+
+        released = await reload(db, task.id)
+        assert (released.status, released.worker, released.lease_expires_at) == (
+            TaskStatus.queued,
+            None,
+            None,
+        )
+        # Published again at once, not once the lease expires.
+        assert released.dispatched_at is not None
+        assert str(task.id) in await queued_task_ids(redis, "default")
+        assert (await event_kinds(db, task.id))[-2:] == ["task.started", "task.requeued"]
+
+    async def test_an_attempt_that_ends_within_the_grace_keeps_its_outcome(
+        self,
+        live_db: async_sessionmaker[AsyncSession],
+        live_project: Project,
+        limits: TaskSettings,
+        storage: Storage,
+    ) -> None:
+        db, project = live_db, live_project
+        task = await make_task(db, project, type="sleep", input={"seconds": 0.5})
+        shutdown = Shutdown(time.monotonic, grace_s=5)  # asked to stop as it starts
+
+        await asyncio.wait_for(_execute(db, task, limits, storage, shutdown), timeout=5)
+
+        assert (await reload(db, task.id)).status == TaskStatus.succeeded
+
+    async def test_a_released_attempt_with_none_left_fails(
+        self,
+        live_db: async_sessionmaker[AsyncSession],
+        live_project: Project,
+        limits: TaskSettings,
+        storage: Storage,
+    ) -> None:
+        db, project = live_db, live_project
+        task = await make_task(db, project, type="sleep", input={"seconds": 30}, max_attempts=1)
+        shutdown = Shutdown(time.monotonic, grace_s=0)
+
+        await asyncio.wait_for(_execute(db, task, limits, storage, shutdown), timeout=5)
+
+        failed = await reload(db, task.id)
+        assert (failed.status, failed.error) == (
+            TaskStatus.failed,
+            {"type": "worker_shutdown", "message": "the worker shut down before the attempt ended"},
+        )
+        assert (await event_kinds(db, task.id))[-1] == "task.failed"
 
 
 class TestLeaseLost:
