@@ -4,6 +4,7 @@ worker's warm shutdown, an API process killed, Redis killed while tasks run."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 import time
@@ -18,15 +19,20 @@ from typing import Any
 import httpx
 import pytest
 from celery import Celery
-from sqlalchemy import select
+from redis import Redis as SyncRedis
+from redis.exceptions import RedisError
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, utc_now
 from app.devstack.engines.postgres import Postgres
+from app.devstack.engines.valkey import valkey_binary
 from app.events.models import Event
+from app.tasks.models import Task
+from app.worker.celery_app import create_celery
 from tests.platform import FAST_SETTINGS, Platform
-from tests.support import ProcessGroup, run_alembic
+from tests.support import ProcessGroup, free_port, run_alembic, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -44,12 +50,14 @@ class Answer:
     error: str | None = None
 
 
-async def _submit(client: httpx.AsyncClient, platform: Platform, key: str | None = None) -> Answer:
+async def _submit(
+    client: httpx.AsyncClient, platform: Platform, key: str | None = None, *, base_url: str = ""
+) -> Answer:
     headers = {**platform.headers, "Idempotency-Key": key or uuid.uuid4().hex}
     at = time.monotonic()
     try:
         response = await client.post(
-            f"/v1/projects/{platform.project_id}/tasks", json=ECHO, headers=headers
+            f"{base_url}/v1/projects/{platform.project_id}/tasks", json=ECHO, headers=headers
         )
     except httpx.TransportError as exc:
         return Answer(at, None, error=type(exc).__name__)
@@ -233,3 +241,119 @@ async def _events(
         for subject_id, kind, data, at in rows:
             history[str(subject_id)].append((kind, data or {}, at))
         return history
+
+
+class TestApiKilled:
+    async def test_kill_9_of_one_of_two_apis_under_load_loses_nothing_and_makes_no_twin(
+        self, platform: Platform
+    ) -> None:
+        assert platform.api is not None
+        killed, first = platform.api, platform.base_url
+        platform.start_api()
+        second = platform.base_url
+        platform.start_worker(concurrency=4)
+        answers: dict[str, Answer] = {}  # by Idempotency-Key: the answer the client kept
+        cut: list[tuple[str, str]] = []  # (API, error) of each request that got no answer
+        stop = asyncio.Event()
+
+        async def submit_until_stopped(apis: tuple[str, str]) -> None:
+            # A client that resends to the other API, with the same key, when one cuts it off.
+            while not stop.is_set():
+                key = uuid.uuid4().hex
+                for api in apis:
+                    answer = await _submit(client, platform, key, base_url=api)
+                    if answer.status is not None:
+                        break
+                    cut.append((api, answer.error or ""))
+                answers[key] = answer
+
+        async with httpx.AsyncClient(timeout=20) as client:
+            submitters = [
+                asyncio.create_task(
+                    submit_until_stopped((first, second) if n % 2 else (second, first))
+                )
+                for n in range(6)
+            ]
+            await asyncio.sleep(3)
+            os.killpg(killed.pid, signal.SIGKILL)
+            await asyncio.sleep(3)
+            stop.set()
+            await asyncio.gather(*submitters)
+
+        assert killed.wait(timeout=10) == -signal.SIGKILL
+        assert Counter(answer.status for answer in answers.values()).keys() <= {200, 202}
+        assert {api for api, _ in cut} == {first}
+        assert {error for _, error in cut} <= {"ConnectError", "ReadError", "RemoteProtocolError"}
+        task_ids = sorted({answer.task_id for answer in answers.values() if answer.task_id})
+        assert len(task_ids) == len(answers)  # one task per key, none lost
+        assert await _project_task_count(platform) == len(answers)  # and no twin
+        await _wait_succeeded(platform, task_ids, timeout_s=90)
+        print(  # noqa: T201 (reported figure)
+            f"\nkill -9 of one of two APIs under 6 submitters: {len(answers)} tasks, "
+            f"{dict(Counter(answer.status for answer in answers.values()))}, requests cut off: "
+            f"{dict(Counter(error for _, error in cut))}; every task succeeded once"
+        )
+
+
+async def _project_task_count(platform: Platform) -> int:
+    async with create_sessionmaker(platform.engine)() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(Task).where(Task.project_id == platform.project_id)
+        )
+        return count or 0
+
+
+class TestRedisKilledWhileTasksRun:
+    async def test_kill_9_of_redis_under_running_tasks_ends_each_once_after_its_restart(
+        self,
+        processes: ProcessGroup,
+        process_env: dict[str, str],
+        engine: AsyncEngine,
+        tmp_path: Path,
+    ) -> None:
+        port = free_port()
+        redis_url = f"redis://127.0.0.1:{port}/0"
+        valkey_argv = [str(valkey_binary()), "--bind", "127.0.0.1", "--port", str(port)]
+        valkey_argv += ["--dir", str(tmp_path), "--save", "", "--appendonly", "no"]
+        valkey = processes.start(valkey_argv, env={}, log_path=tmp_path / "valkey.log")
+        wait_until(lambda: _ping(redis_url), timeout_s=10, what="valkey")
+        celery = create_celery(
+            Settings.model_validate({"env": "test", "redis": {"url": redis_url}})
+        )
+        env = {**process_env, **FAST_SETTINGS, "TASKGATE_REDIS__URL": redis_url}
+        platform = Platform(
+            processes=processes, env=env, logs=tmp_path, celery=celery, engine=engine
+        )
+        await platform.create_project()
+        platform.start_api()
+        platform.start_scheduler()
+        platform.start_worker(concurrency=4)
+        platform.start_worker(concurrency=4)
+        running = await platform.submit_many(40, {"type": "sleep", "input": {"seconds": 2}})
+        await _until_running(platform, running, count=8)
+
+        os.killpg(valkey.pid, signal.SIGKILL)
+        valkey.wait(timeout=10)
+        killed_at = time.monotonic()
+        # Submits while it is away; meanwhile attempts end, publish and ack on dead connections.
+        waiting = await platform.submit_many(10, ECHO, concurrency=5)
+        await asyncio.sleep(max(0.0, killed_at + 4 - time.monotonic()))
+        processes.start(valkey_argv, env={}, log_path=tmp_path / "valkey-2.log")  # empty
+        await _wait_succeeded(platform, running + waiting, timeout_s=120)
+        done_after = time.monotonic() - killed_at
+        celery.close()
+
+        print(  # noqa: T201 (reported figure)
+            f"\nkill -9 of Redis with 8 of 40 tasks running, 4 s away, 10 submitted meanwhile: "
+            f"all 50 succeeded once {done_after:.1f}s after the kill"
+        )
+
+
+def _ping(redis_url: str) -> bool:
+    client = SyncRedis.from_url(redis_url, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except RedisError:
+        return False
+    finally:
+        client.close()
