@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import sqlalchemy.exc
 from sqlalchemy import DateTime, Enum, MetaData, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -125,7 +126,17 @@ def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
     if options.get("poolclass") is NullPool:
         for key in ("pool_size", "max_overflow", "pool_timeout"):
             options.pop(key)
-    return create_async_engine(make_url(settings.url), **options)
+    engine = create_async_engine(make_url(settings.url), **options)
+    event.listen(engine.sync_engine, "checkout", _refuse_closed)
+    return engine
+
+
+def _refuse_closed(dbapi_connection: Any, *_: Any) -> None:
+    """A pooled connection the server closed (a restart, a failover; the driver saw the socket
+    end) is replaced at checkout, not handed to a request to fail as a 503. No round trip: a
+    silently dropped connection still takes `pool_pre_ping` to notice."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise sqlalchemy.exc.DisconnectionError("the server closed this pooled connection")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

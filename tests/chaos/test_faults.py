@@ -111,28 +111,32 @@ async def postgres_engine(own_postgres: Postgres, settings: Settings) -> AsyncIt
     await engine.dispose()
 
 
+@pytest.fixture
+async def postgres_platform(
+    own_postgres: Postgres,
+    postgres_engine: AsyncEngine,
+    processes: ProcessGroup,
+    process_env: dict[str, str],
+    celery_control: Celery,
+    tmp_path: Path,
+) -> Platform:
+    """API, scheduler and a worker on `own_postgres`."""
+    env = {**process_env, **FAST_SETTINGS, "TASKGATE_DATABASE__URL": own_postgres.url}
+    platform = Platform(
+        processes=processes, env=env, logs=tmp_path, celery=celery_control, engine=postgres_engine
+    )
+    await platform.create_project()
+    platform.start_api()
+    platform.start_scheduler()
+    platform.start_worker(concurrency=2)
+    return platform
+
+
 class TestPostgresStopped:
     async def test_submits_get_202_or_503_through_a_10_s_outage_and_every_202_runs(
-        self,
-        own_postgres: Postgres,
-        postgres_engine: AsyncEngine,
-        processes: ProcessGroup,
-        process_env: dict[str, str],
-        celery_control: Celery,
-        tmp_path: Path,
+        self, own_postgres: Postgres, postgres_platform: Platform
     ) -> None:
-        env = {**process_env, **FAST_SETTINGS, "TASKGATE_DATABASE__URL": own_postgres.url}
-        platform = Platform(
-            processes=processes,
-            env=env,
-            logs=tmp_path,
-            celery=celery_control,
-            engine=postgres_engine,
-        )
-        await platform.create_project()
-        platform.start_api()
-        platform.start_scheduler()
-        platform.start_worker(concurrency=2)
+        platform = postgres_platform
         answers: list[Answer] = []
         stop = asyncio.Event()
 
@@ -164,6 +168,24 @@ class TestPostgresStopped:
             f"\nPostgreSQL stopped 10 s under 4 submitters: {dict(statuses)} in all; submits "
             f"succeed again {recovered_at - restarted_at:.1f}s after the restart began, "
             f"answers from then on {dict(after)}; all {len(accepted)} accepted succeeded"
+        )
+
+    async def test_a_restart_while_the_api_is_idle_costs_no_request_a_503(
+        self, own_postgres: Postgres, postgres_platform: Platform
+    ) -> None:
+        platform = postgres_platform
+        async with httpx.AsyncClient(base_url=platform.base_url, timeout=20) as client:
+            warm = await asyncio.gather(*(_submit(client, platform) for _ in range(8)))
+            await asyncio.to_thread(_stop, own_postgres)
+            await asyncio.to_thread(own_postgres.start, time.monotonic() + 60)
+            await asyncio.sleep(1)  # the pooled connections have heard the server go
+
+            after = await asyncio.gather(*(_submit(client, platform) for _ in range(8)))
+
+        assert [a.status for a in warm] == [202] * 8
+        assert [a.status for a in after] == [202] * 8
+        await _wait_succeeded(
+            platform, [a.task_id for a in warm + after if a.task_id], timeout_s=60
         )
 
 
