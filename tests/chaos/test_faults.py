@@ -207,13 +207,17 @@ class TestWorkerWarmShutdown:
     async def test_sigterm_hands_its_running_tasks_to_another_worker_at_once(
         self, platform: Platform
     ) -> None:
-        # Tasks that outlast the second worker's start; leases of 30 s: a task that waited for its
-        # lease to expire could not run again in time.
+        # Leases of 30 s: a task that waited for its lease to expire could not run again in time.
         platform.env |= {"TASKGATE_TASKS__LEASE_S": "30", "TASKGATE_WORKER__SHUTDOWN_GRACE_S": "1"}
         stopping = platform.start_worker(concurrency=4)
-        task_ids = await platform.submit_many(4, {"type": "sleep", "input": {"seconds": 15}})
-        await _until_running(platform, task_ids, count=4)
+        first = _worker_names(platform)
         platform.start_worker(concurrency=4)
+        (other,) = _worker_names(platform) - first
+        # The other worker takes no task until the first runs all four.
+        platform.celery.control.cancel_consumer("default", destination=[other], reply=True)
+        task_ids = await platform.submit_many(4, {"type": "sleep", "input": {"seconds": 8}})
+        await _until_running(platform, task_ids, count=4)
+        platform.celery.control.add_consumer("default", destination=[other], reply=True)
 
         signalled_at = utc_now()
         stopping.send_signal(signal.SIGTERM)
@@ -231,14 +235,19 @@ class TestWorkerWarmShutdown:
                 ("task.started", None),
                 ("task.succeeded", None),
             ]
+        assert all(events[1][1]["worker"] != events[3][1]["worker"] for events in history.values())
         restarted_at = max(events[3][2] for events in history.values())
         restarted_after = (restarted_at - signalled_at).total_seconds()
         assert restarted_after < 10  # a third of the lease
         print(  # noqa: T201 (reported figure)
-            f"\nSIGTERM with 4 tasks running (grace 1 s): the worker exited after "
+            f"\nSIGTERM with 4 tasks of 8 s running (grace 1 s): the worker exited after "
             f"{(stopped_at - signalled_at).total_seconds():.1f}s, the last of the 4 ran on the "
             f"other worker {restarted_after:.1f}s after the signal (lease 30 s)"
         )
+
+
+def _worker_names(platform: Platform) -> set[str]:
+    return {name for reply in platform.celery.control.ping(timeout=1) or [] for name in reply}
 
 
 async def _until_running(platform: Platform, task_ids: list[str], *, count: int) -> None:
