@@ -191,6 +191,9 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
+    # A statement sent on a connection whose server had just sent its shutdown error, before the
+    # socket closed: the driver's protocol refuses it ("another operation is in progress").
+    asyncpg.exceptions.InternalClientError,
     ConnectionError,
 )
 

@@ -22,6 +22,7 @@ from app.core.db import AfterCommit, run_after_commit
 CONNECTION_LOST = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # its protocol broken by the server's goodbye
     ConnectionError,
 )
 
