@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from app.core.db import AfterCommit, run_after_commit
 
@@ -78,8 +78,11 @@ async def driver_connection(
         async with driver.transaction():
             yield driver
         return
+    # A pooled connection the server or the network closed is replaced at checkout
+    # (`db.create_engine`), so the statement below is sent on a live one.
     async with bind.connect() as connection:
-        driver = await _live_driver(connection, bind)
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
         try:
             yield driver
         except CONNECTION_LOST as exc:
@@ -95,20 +98,6 @@ async def driver_connection(
                 # the error handler as lost as one that broke during its statement.
                 raise asyncpg.exceptions.ConnectionDoesNotExistError(str(exc)) from exc
             raise
-
-
-async def _live_driver(connection: AsyncConnection, engine: AsyncEngine) -> asyncpg.Connection:
-    """The asyncpg connection under `connection`. One the server or the network dropped while it
-    sat in the pool (a restart, a failover, a reset) is replaced, and the pool's others from
-    before then with it: nothing was sent on it, so the caller's statement still runs."""
-    raw = await connection.get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection
-    if driver.is_closed():
-        await connection.invalidate()
-        await engine.dispose()
-        raw = await connection.get_raw_connection()
-        driver = raw.driver_connection
-    return driver
 
 
 async def driver_of(session: AsyncSession) -> asyncpg.Connection:
