@@ -5,16 +5,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint fmt typecheck pytest check migration migrate migrations-check bench bench-harness bench-quick bench-short fuzz lock clean
+.PHONY: install dev test test-lowest lint fmt typecheck pytest check migration migrate migrations-check bench bench-harness bench-quick bench-short fuzz lock clean
 
-# Fresh Debian/Ubuntu machine: create the venv if needed and install the locked set.
-$(STAMP): pyproject.toml requirements.lock
+# Fresh Debian/Ubuntu machine: create the venv if needed and install the locked dev set, every
+# file checked against its hash (pip included), then the project itself. The project is its own
+# pip call: an editable install has no hash, and --no-deps keeps it from resolving anything.
+$(STAMP): pyproject.toml requirements/dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "installing python3-venv"; \
 		(apt-get update -qq && apt-get install -y -qq python3-venv) || sudo apt-get install -y -qq python3-venv; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -78,13 +80,29 @@ bench-short: $(STAMP)
 	$(BIN)/python -m benchmarks.dev_startup --short
 	$(BIN)/python -m benchmarks.file_memory --short
 
-# Re-resolve the pinned set after changing dependencies in pyproject.toml.
-lock:
-	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
-	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^taskgate' > requirements.lock
-	rm -rf .lock-venv
+# Re-resolve the locks (requirements/, docs/decisions/0019) after changing dependencies in
+# pyproject.toml. Each keeps the pins it has unless pyproject.toml rules them out; to move on,
+# LOCK_ARGS="--upgrade" or "--upgrade-package NAME". runtime, flower and audit (pip-audit alone,
+# for CI) take the dev lock's versions, so the image runs what the suite tested; lowest holds the
+# lowest versions pyproject.toml allows for its own dependencies (`make test-lowest`). Universal:
+# one file for every platform, from Python 3.11 up.
+COMPILE := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes
+lock: $(STAMP)
+	$(COMPILE) pyproject.toml --extra dev $(LOCK_ARGS) -o requirements/dev.txt
+	$(COMPILE) pyproject.toml -c requirements/dev.txt -o requirements/runtime.txt
+	$(COMPILE) pyproject.toml --extra flower -c requirements/dev.txt -o requirements/flower.txt
+	$(COMPILE) requirements/audit.in -c requirements/dev.txt -o requirements/audit.txt
+	$(COMPILE) pyproject.toml --extra dev --resolution lowest-direct $(LOCK_ARGS) -o requirements/lowest.txt
+
+# The lowest versions pyproject.toml allows (requirements/lowest.txt) in a venv of their own: the
+# unit tests and an integration subset that crosses every engine (PostgreSQL, Redis, S3, Celery).
+LOWEST := .venv-lowest
+LOWEST_TESTS ?= tests/unit tests/integration/tasks/test_jobs.py tests/integration/files tests/integration/test_packaging.py
+test-lowest:
+	rm -rf $(LOWEST) && $(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --require-hashes -r requirements/lowest.txt
+	$(LOWEST)/bin/python -m pip install --quiet --no-deps -e .
+	$(LOWEST)/bin/pytest $(LOWEST_TESTS) $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LOWEST) .mypy_cache .ruff_cache .pytest_cache

@@ -120,18 +120,23 @@ class TestImage:
         assert "TASKGATE_ENV=production" in env
         assert "TASKGATE_API__HOST=0.0.0.0" in env
 
-    def test_installs_the_package_without_the_embedded_flower_or_dev_extras(
+    def test_installs_the_runtime_lock_by_hash_then_the_package_without_dependencies(
         self, stages: dict[str, Stage]
     ) -> None:
-        [install] = [run for run in stages["build"].all("RUN") if " install " in run]
-        [flower] = stages["build-flower"].all("RUN")
+        installs = [shlex.split(run) for run in stages["build"].all("RUN") if " install " in run]
+        [flower] = [shlex.split(run) for run in stages["build-flower"].all("RUN")]
 
-        assert shlex.split(install)[-1] == "."
-        assert "-c requirements.lock" in install
-        assert shlex.split(flower)[-1] == ".[flower]"
-        for run in (*stages["build"].all("RUN"), flower):
+        assert [install[-2:] for install in installs] == [
+            ["-r", "requirements/runtime.txt"],
+            ["--no-deps", "."],
+        ]
+        assert {"--require-hashes", "--no-deps", "--only-binary=:all:"} <= set(installs[0])
+        assert flower[-2:] == ["-r", "requirements/flower.txt"]
+        assert {"--require-hashes", "--no-deps", "--only-binary=:all:"} <= set(flower)
+        for run in (*stages["build"].all("RUN"), *stages["build-flower"].all("RUN")):
             assert "embedded" not in run, run
             assert "[dev" not in run, run
+            assert "dev.txt" not in run, run
 
     def test_the_command_is_taskgate_api_and_any_other_cli_command_works(
         self, stages: dict[str, Stage]

@@ -62,7 +62,8 @@ class TestWorkflows:
         assert ".ci/run" in _runs("test")
         assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
         assert "pip_audit" in _runs("audit")
-        assert "--requirement requirements.lock" in _runs("audit")
+        assert "--require-hashes -r requirements/audit.txt" in _runs("audit")
+        assert "--requirement requirements/dev.txt" in _runs("audit")
         assert "pip-audit-allowlist.toml" in _runs("audit")
         for job in ("test", "audit"):
             assert "if" not in ci["jobs"][job], job

@@ -1,4 +1,4 @@
-"""`pip-audit` over the locked set (requirements.lock): a known vulnerability fails the suite
+"""`pip-audit` over the locked set (requirements/dev.txt, every version the other locks pin): a known vulnerability fails the suite
 unless pip-audit-allowlist.toml names it with a reason and a date to look at it again.
 
 pip-audit asks its vulnerability service about each pin. Where that service cannot be reached the
@@ -21,7 +21,7 @@ import pytest
 
 from tests.support import REPO_ROOT
 
-LOCK = REPO_ROOT / "requirements.lock"
+LOCK = REPO_ROOT / "requirements" / "dev.txt"
 ALLOWLIST = REPO_ROOT / "pip-audit-allowlist.toml"
 
 # What pip-audit (or requests under it) prints when the service did not answer at all.
@@ -89,7 +89,7 @@ def _audit(lock: Path) -> list[dict[str, Any]]:
             "pip_audit",
             "--requirement",
             str(lock),
-            "--no-deps",  # the lock pins every package, dependencies included
+            "--require-hashes",  # the lock pins every package, dependencies included, by hash
             "--disable-pip",
             "--format",
             "json",
