@@ -68,6 +68,16 @@ class TestWorkflows:
         for job in ("test", "audit"):
             assert "if" not in ci["jobs"][job], job
 
+    def test_every_push_and_pull_request_runs_the_lowest_versions_allowed(self) -> None:
+        job = _ci()["jobs"]["lowest"]
+        [python] = [step for step in job["steps"] if "setup-python" in step.get("uses", "")]
+        makefile = (REPO_ROOT / "Makefile").read_text()
+
+        assert "if" not in job
+        assert python["with"]["python-version"] == "3.11"  # requires-python's lower bound
+        assert _runs("lowest").strip() == "make test-lowest"
+        assert "--require-hashes -r requirements/lowest.txt" in makefile
+
     def test_main_builds_the_image_of_the_commit_then_deploys_it_through_production(
         self,
     ) -> None:
