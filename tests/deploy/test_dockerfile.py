@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import shlex
 import subprocess
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from app.core.config import PLACEHOLDER_SECRET
 from tests.deploy.checks import VENV_BIN, check_command
 from tests.support import REPO_ROOT
 
@@ -119,6 +121,44 @@ class TestImage:
 
         assert "TASKGATE_ENV=production" in env
         assert "TASKGATE_API__HOST=0.0.0.0" in env
+
+    @pytest.mark.parametrize(
+        ("command", "secret"),
+        [
+            ("api", None),
+            ("worker", "TASKGATE_SECURITY__JWT_SECRET"),
+            ("scheduler", None),
+            ("migrate", "TASKGATE_SECURITY__JWT_SECRET"),
+        ],
+    )
+    def test_every_command_refuses_to_start_on_the_placeholder_secret(
+        self, stages: dict[str, Stage], command: str, secret: str | None, tmp_path: Path
+    ) -> None:
+        # The image's own environment and nothing else: the secret unset, or set to the placeholder.
+        image_env = dict(
+            pair.split("=", 1) for pair in " ".join(stages["runtime-base"].all("ENV")).split()
+        )
+        env = {
+            **{name: value for name, value in image_env.items() if name.startswith("TASKGATE_")},
+            "PATH": os.environ["PATH"],
+            "TASKGATE_METRICS__DIR": str(tmp_path / "metrics"),
+        }
+        if secret is not None:
+            env[secret] = PLACEHOLDER_SECRET
+
+        started = subprocess.run(  # noqa: S603 - the venv's taskgate, a fixed command
+            [str(VENV_BIN / "taskgate"), command],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+        assert env["TASKGATE_ENV"] == "production"
+        assert started.returncode != 0
+        assert "TASKGATE_SECURITY__JWT_SECRET must be set outside local/test" in started.stderr
 
     def test_installs_the_runtime_lock_by_hash_then_the_package_without_dependencies(
         self, stages: dict[str, Stage]

@@ -8,8 +8,9 @@ import subprocess
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from app.core.config import Settings
+from app.core.config import PLACEHOLDER_SECRET, Settings
 from tests.deploy.checks import VENV_BIN, check_command, is_setting, load_all_yaml
 from tests.support import REPO_ROOT
 
@@ -123,6 +124,30 @@ class TestSettingsAndCommands:
         # Behind PgBouncer's transaction pool (tests/deploy/test_pgbouncer.py).
         assert settings.database.statement_cache_size == 0
         assert settings.database.listen_url is not None
+
+    @pytest.mark.parametrize("workload", sorted(_pod_specs()))
+    @pytest.mark.parametrize(
+        "secret",
+        [
+            "TASKGATE_SECURITY__JWT_SECRET",
+            "TASKGATE_SECURITY__API_KEY_PEPPER",
+            "TASKGATE_WEBHOOKS__SECRET_KEY",
+        ],
+    )
+    def test_each_pod_refuses_a_secret_left_at_the_placeholder(
+        self, workload: str, secret: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        container = _container(workload)
+        for name, value in _of_kind("ConfigMap")["taskgate-config"]["data"].items():
+            monkeypatch.setenv(name, value)
+        for name in _secret_keys():
+            monkeypatch.setenv(name, "s" * 48)
+        for env in container.get("env", []):
+            monkeypatch.setenv(env["name"], env["value"])
+        monkeypatch.setenv(secret, PLACEHOLDER_SECRET)
+
+        with pytest.raises(ValidationError, match=f"{secret} must be set outside local/test"):
+            Settings()
 
     @pytest.mark.parametrize("workload", sorted(_pod_specs()))
     def test_runs_a_command_of_the_cli_from_the_one_image(self, workload: str) -> None:
