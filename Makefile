@@ -95,9 +95,10 @@ lock: $(STAMP)
 	$(COMPILE) pyproject.toml --extra dev --resolution lowest-direct $(LOCK_ARGS) -o requirements/lowest.txt
 
 # The lowest versions pyproject.toml allows (requirements/lowest.txt) in a venv of their own: the
-# unit tests and an integration subset that crosses every engine (PostgreSQL, Redis, S3, Celery).
+# unit tests and an integration subset over every engine (PostgreSQL, Redis, S3, Celery messages).
 LOWEST := .venv-lowest
-LOWEST_TESTS ?= tests/unit tests/integration/tasks/test_jobs.py tests/integration/files tests/integration/test_packaging.py
+LOWEST_TESTS ?= tests/unit tests/integration/tasks/test_routes.py tests/integration/tasks/test_job_messages.py \
+	tests/integration/files/test_storage.py tests/integration/test_packaging.py
 test-lowest:
 	rm -rf $(LOWEST) && $(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install --quiet --require-hashes -r requirements/lowest.txt
