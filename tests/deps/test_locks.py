@@ -30,7 +30,8 @@ REQUIREMENTS = REPO_ROOT / "requirements"
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 PROJECT = canonicalize_name(PYPROJECT["project"]["name"])
 LOCKS = ("runtime", "flower", "dev", "audit", "lowest")
-# What the image must never hold, besides every engine of the `embedded` extra and Flower.
+# What the image must never hold, besides the packages the `embedded`, `flower` and `tracing`
+# extras name.
 DEV_TOOLS = ("pytest", "hypothesis", "ruff", "mypy", "uv", "pip-audit", "schemathesis", "pgqueuer")
 # uv writes the command that made the file; the tests run it again.
 _HEADER = re.compile(r"^#\s+(uv pip compile .+)$", re.MULTILINE)
