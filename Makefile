@@ -80,7 +80,7 @@ bench-short: $(STAMP)
 	$(BIN)/python -m benchmarks.dev_startup --short
 	$(BIN)/python -m benchmarks.file_memory --short
 
-# Re-resolve the locks (requirements/, docs/decisions/0019) after changing dependencies in
+# Re-resolve the locks (requirements/, docs/decisions/0020) after changing dependencies in
 # pyproject.toml. Each keeps the pins it has unless pyproject.toml rules them out; to move on,
 # LOCK_ARGS="--upgrade" or "--upgrade-package NAME". runtime, flower and audit (pip-audit alone,
 # for CI) take the dev lock's versions, so the image runs what the suite tested; lowest holds the

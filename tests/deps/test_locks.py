@@ -1,4 +1,4 @@
-"""The hashed locks of requirements/ against pyproject.toml (decision 0019): every line pinned
+"""The hashed locks of requirements/ against pyproject.toml (decision 0020): every line pinned
 and hashed, each set holding what its part of pyproject.toml needs and nothing of another part,
 and uv's own command, run again, giving the same pins.
 
