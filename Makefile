@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test test-lowest lint fmt typecheck pytest check migration migrate migrations-check bench bench-harness bench-quick bench-short fuzz lock clean
+.PHONY: install dev test test-lowest lint fmt typecheck pytest check migration migrate migrations-check bench bench-harness bench-quick bench-short soak soak-short fuzz lock clean
 
 # Fresh Debian/Ubuntu machine: create the venv if needed and install the locked dev set, every
 # file checked against its hash (pip included), then the project itself. The project is its own
@@ -79,6 +79,15 @@ bench-quick: $(STAMP)
 bench-short: $(STAMP)
 	$(BIN)/python -m benchmarks.dev_startup --short
 	$(BIN)/python -m benchmarks.file_memory --short
+
+# docs/benchmarks.md, "Soak": mixed load with a worker SIGKILLed every 5 minutes, then checks that
+# no task is stuck or lost and that memory and latency stay flat. soak: 30 minutes (not in CI);
+# soak-short: the same checks over 45 s with two kills (tests/e2e/test_soak.py runs it in pytest).
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
+soak-short: $(STAMP)
+	$(BIN)/python -m benchmarks.soak --short $(SOAK_ARGS)
 
 # Re-resolve the locks (requirements/, docs/decisions/0020) after changing dependencies in
 # pyproject.toml. Each keeps the pins it has unless pyproject.toml rules them out; to move on,

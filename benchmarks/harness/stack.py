@@ -180,10 +180,23 @@ class Taskgate:
             nodes = processes
             per_node = ["--pool", self.worker_pool, "--concurrency", str(self.worker_threads)]
         for _ in range(nodes):
-            self._workers_started += 1
-            name = f"worker{self._workers_started}"
-            argv = [*_cli(), "worker", *per_node, "--hostname", f"bench-{name}@127.0.0.1"]
-            self.workers.append(self.procs.start(name, argv, self.env))
+            self.workers.append(self._start_node(per_node))
+
+    def _start_node(self, per_node: Sequence[str]) -> Child:
+        self._workers_started += 1
+        name = f"worker{self._workers_started}"
+        argv = [*_cli(), "worker", *per_node, "--hostname", f"bench-{name}@127.0.0.1"]
+        return self.procs.start(name, argv, self.env)
+
+    def restart_worker(self, index: int) -> list[int]:
+        """SIGKILL worker node `index` (main and pool) and start a new node in its place, as a
+        supervisor would; return the killed pids. The other nodes are left running."""
+        if self.worker_pool == "prefork":
+            raise BenchError("restart_worker needs one process per node (threads or solo)")
+        killed = self.procs.kill9(self.workers[index])
+        per_node = ["--pool", self.worker_pool, "--concurrency", str(self.worker_threads)]
+        self.workers[index] = self._start_node(per_node)
+        return killed
 
     def stop_workers(self) -> None:
         for worker in self.workers:
@@ -247,16 +260,22 @@ class Taskgate:
             _check(key, "create an API key")
             return Project(project_id, key.json()["key"])
 
-    def add_webhooks(self, project: Project, urls: Sequence[str]) -> None:
+    def add_webhooks(
+        self, project: Project, urls: Sequence[str], *, events: Sequence[str] = ("task.succeeded",)
+    ) -> list[dict[str, Any]]:
+        """Webhook endpoints (an admin's, over HTTP); their bodies, each with its `secret`."""
+        endpoints: list[dict[str, Any]] = []
         with httpx.Client(base_url=self.base_url, timeout=30) as client:
             headers = {"Authorization": f"Bearer {self._token(client)}"}
             for url in urls:
                 created = client.post(
                     f"/v1/projects/{project.id}/webhooks",
-                    json={"url": url, "events": ["task.succeeded"]},
+                    json={"url": url, "events": list(events)},
                     headers=headers,
                 )
                 _check(created, "create a webhook endpoint")
+                endpoints.append(created.json())
+        return endpoints
 
     def submit(self, project: Project, body: Mapping[str, Any]) -> dict[str, Any]:
         response = httpx.post(
