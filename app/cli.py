@@ -92,6 +92,7 @@ def api(
         host=host or settings.api.host,
         port=port or settings.api.port,
         workers=workers or settings.api.workers,
+        timeout_worker_healthcheck=settings.api.worker_healthcheck_s,
         log_config=None,
         access_log=False,  # the app writes each request's line (`taskgate.access`)
         proxy_headers=True,

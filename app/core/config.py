@@ -198,6 +198,11 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
+    # With `workers` above 1, how long a worker process may take to answer the supervisor's
+    # health ping, its start included, before it is killed and replaced. uvicorn's own 5 s is
+    # less than the app's imports take on a CPU-starved host: every worker was killed before it
+    # could answer, and the API never came up.
+    worker_healthcheck_s: int = Field(30, ge=1, le=600)
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     # Peers (addresses or CIDRs) whose `X-Request-ID` is trusted. Empty: a sane id is kept from

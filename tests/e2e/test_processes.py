@@ -102,6 +102,29 @@ class TestApiProcess:
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "ok"
 
+    def test_api_workers_that_start_slower_than_uvicorns_default_healthcheck_still_serve(
+        self, processes: ProcessGroup, process_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        # A CPU-starved host: each spawned uvicorn worker needs 7 s before it can answer the
+        # supervisor's first health ping (uvicorn's default allows 5 s, then kills and respawns).
+        (tmp_path / "sitecustomize.py").write_text(
+            "import sys, time\nif '--multiprocessing-fork' in sys.argv:\n    time.sleep(7)\n"
+        )
+        env = {**process_env, "PYTHONPATH": str(tmp_path)}
+        port = free_port()
+        log = tmp_path / "api.log"
+
+        processes.start_python(
+            "-m", "app.cli", "api", "--port", str(port), "--workers", "2", env=env, log_path=log
+        )
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{port}/health/live"),
+            timeout_s=60,
+            what="the API to start",
+        )
+
+        assert "died" not in log.read_text()
+
 
 class TestFlower:
     def test_the_stock_flower_command_starts_against_the_broker(
