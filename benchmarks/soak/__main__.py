@@ -202,7 +202,7 @@ def _soak(args: argparse.Namespace, scratch: Path, meta: dict[str, Any]) -> list
             *checks.webhook_checks(tg, project, endpoint["id"], arrivals),
             *checks.load_checks(record, plan),
             *checks.memory_checks(record, plan, args.warmup_s),
-            *checks.latency_checks(record, plan),
+            *checks.latency_checks(record, plan, args.warmup_s),
         ]
         meta["results"] = _results(tg, project, record, arrivals, args.bucket_s)
     finally:

@@ -16,14 +16,15 @@ from benchmarks.harness.stack import TERMINAL, Project, Taskgate
 from benchmarks.soak.load import EXPECTED_STATUS, Plan, Record
 
 WEBHOOK_EVENTS = ("task.succeeded", "task.failed")
-# Memory: the median RSS of the last third of the samples against the first third's (after the
-# warm-up), at most this much higher: 10 %, or 8 MiB for processes too small for 10 % to be
-# above the allocator's noise.
+# Both trends compare the first and the last third of the run after its warm-up (processes just
+# started, caches and pools filling). Memory: the median RSS of the last third of the samples
+# against the first third's, at most this much higher: 10 %, or 8 MiB for processes too small
+# for 10 % to be above the allocator's noise.
 MEMORY_GROWTH_PCT = 10.0
 MEMORY_GROWTH_MIB = 8.0
 # Latency: the last third's p50 at most 1.5x the first third's + 10 ms, p99 at most 2x + 50 ms.
 # The added milliseconds absorb a shared machine's jitter; a real upward trend (a table or a
-# queue growing under steady load) passes them within minutes.
+# queue growing under steady load) goes past them within minutes.
 P50_FACTOR, P50_SLACK_MS = 1.5, 10.0
 P99_FACTOR, P99_SLACK_MS = 2.0, 50.0
 TREND_KINDS = ("submit", "read")
@@ -260,7 +261,7 @@ def buckets(record: Record, bucket_s: float) -> dict[str, list[dict[str, float]]
     return out
 
 
-def latency_checks(record: Record, plan: Plan) -> list[Check]:
+def latency_checks(record: Record, plan: Plan, warmup_s: float) -> list[Check]:
     checks = []
     for kind in TREND_KINDS:
         points = [
@@ -268,7 +269,7 @@ def latency_checks(record: Record, plan: Plan) -> list[Check]:
             for k, at, ms, status in record.requests
             if k == kind and status == EXPECTED_STATUS[kind]
         ]
-        first, last = thirds(points, 0, plan.seconds)
+        first, last = thirds(points, warmup_s, plan.seconds)
         if not first or not last:
             checks.append(Check(f"latency_{kind}", False, None, "requests in both thirds"))
             continue

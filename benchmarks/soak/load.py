@@ -116,7 +116,8 @@ class MixedLoad:
     async def run(self) -> Record:
         self._started = time.monotonic()
         # Idle connections are dropped before uvicorn's 5 s keep-alive closes them: at equal
-        # timeouts a request sent as the server closes gets no answer (a client race, not ours).
+        # timeouts a request sent just as the server closes its connection gets no answer, a
+        # race of HTTP keep-alive that says nothing about the server.
         limits = httpx.Limits(
             max_connections=MAX_IN_FLIGHT + 16, max_keepalive_connections=32, keepalive_expiry=2
         )
