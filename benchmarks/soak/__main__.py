@@ -61,7 +61,7 @@ SOAK_SETTINGS = {
     "TASKGATE_WEBHOOKS__LEASE_GRACE_S": "2",
     "TASKGATE_WEBHOOKS__REDISPATCH_AFTER_S": "5",
 }
-FULL_MINUTES, FULL_KILL_EVERY_S = 30.0, 300.0
+FULL_MINUTES, FULL_KILL_EVERY_S, FULL_RATE = 30.0, 300.0, 8.0
 SHORT_SECONDS, SHORT_KILL_EVERY_S = 45.0, 15.0
 
 
@@ -72,7 +72,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--kill-every", type=float, default=None, help="seconds between worker kills (300)"
     )
-    parser.add_argument("--rate", type=float, default=8.0, help="submits (and reads) per second")
+    parser.add_argument(
+        "--rate", type=float, default=FULL_RATE, help="submits (and reads) per second"
+    )
     parser.add_argument("--out", type=Path, help="write the JSON here instead")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs)")
     parser.add_argument(
@@ -96,7 +98,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     else:
         seconds, kill_every = args.minutes * 60, args.kill_every or FULL_KILL_EVERY_S
         args.plan = Plan(seconds, kill_every, args.rate, args.rate, sample_every_s=10.0)
-        full = args.minutes == FULL_MINUTES and kill_every == FULL_KILL_EVERY_S
+        full = (args.minutes, kill_every, args.rate) == (FULL_MINUTES, FULL_KILL_EVERY_S, FULL_RATE)
         args.mode = "full" if full and not args.overrides else "custom"
         args.bucket_s, args.drain_s = 60.0, 300.0
     if args.plan.kill_every_s >= args.plan.seconds - 1:
@@ -117,7 +119,8 @@ def _commit() -> dict[str, Any]:
         )
         return done.stdout.strip()
 
-    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "-s"))}
+    dirty = bool(git("status", "--short", "--untracked-files=no"))
+    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": dirty}
 
 
 def _drain(tg: Taskgate, record: Record, timeout_s: float) -> float:

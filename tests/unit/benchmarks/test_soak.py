@@ -86,6 +86,20 @@ class TestArgs:
         assert args.mode == "short"
         assert args.plan.kill_every_s < args.plan.seconds - 1
 
+    @pytest.mark.parametrize(
+        ("argv", "mode"),
+        [
+            ([], "full"),
+            (["--minutes", "10"], "custom"),
+            (["--rate", "4"], "custom"),
+            (["--set", "TASKGATE_TASKS__LEASE_S=10"], "custom"),
+        ],
+    )
+    def test_only_the_default_run_writes_the_results_of_record(
+        self, argv: list[str], mode: str
+    ) -> None:
+        assert _parse(argv).mode == mode
+
     def test_a_kill_interval_longer_than_the_run_is_a_usage_error(self) -> None:
         with pytest.raises(SystemExit):
             _parse(["--minutes", "1", "--kill-every", "120"])
