@@ -95,9 +95,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         seconds, kill_every = SHORT_SECONDS, args.kill_every or SHORT_KILL_EVERY_S
         args.plan = Plan(seconds, kill_every, args.rate, args.rate, sample_every_s=2.0)
         args.mode, args.bucket_s, args.drain_s = "short", 5.0, 90.0
+        args.latency_slack = checks.SHORT_SLACK_SCALE
     else:
         seconds, kill_every = args.minutes * 60, args.kill_every or FULL_KILL_EVERY_S
         args.plan = Plan(seconds, kill_every, args.rate, args.rate, sample_every_s=10.0)
+        args.latency_slack = 1.0
         full = (args.minutes, kill_every, args.rate) == (FULL_MINUTES, FULL_KILL_EVERY_S, FULL_RATE)
         args.mode = "full" if full and not args.overrides else "custom"
         args.bucket_s, args.drain_s = 60.0, 300.0
@@ -205,7 +207,7 @@ def _soak(args: argparse.Namespace, scratch: Path, meta: dict[str, Any]) -> list
             *checks.webhook_checks(tg, project, endpoint["id"], arrivals),
             *checks.load_checks(record, plan),
             *checks.memory_checks(record, plan, args.warmup_s),
-            *checks.latency_checks(record, plan, args.warmup_s),
+            *checks.latency_checks(record, plan, args.warmup_s, slack_scale=args.latency_slack),
         ]
         meta["results"] = _results(tg, project, record, arrivals, args.bucket_s)
     finally:

@@ -27,6 +27,10 @@ MEMORY_GROWTH_MIB = 8.0
 # queue growing under steady load) goes past them within minutes.
 P50_FACTOR, P50_SLACK_MS = 1.5, 10.0
 P99_FACTOR, P99_SLACK_MS = 2.0, 50.0
+# The short mode's thirds are 15 s each, with a worker killed in each: a kill's recovery moves a
+# third's percentiles by tens of milliseconds, so there the slack is this many times larger and
+# the check catches gross growth only (a trend needs the long run).
+SHORT_SLACK_SCALE = 5.0
 TREND_KINDS = ("submit", "read")
 
 
@@ -261,8 +265,11 @@ def buckets(record: Record, bucket_s: float) -> dict[str, list[dict[str, float]]
     return out
 
 
-def latency_checks(record: Record, plan: Plan, warmup_s: float) -> list[Check]:
+def latency_checks(
+    record: Record, plan: Plan, warmup_s: float, *, slack_scale: float = 1.0
+) -> list[Check]:
     checks = []
+    p50_slack, p99_slack = P50_SLACK_MS * slack_scale, P99_SLACK_MS * slack_scale
     for kind in TREND_KINDS:
         points = [
             (at, ms)
@@ -276,15 +283,15 @@ def latency_checks(record: Record, plan: Plan, warmup_s: float) -> list[Check]:
         p50 = (percentile(first, 50), percentile(last, 50))
         p99 = (percentile(first, 99), percentile(last, 99))
         passed = (
-            p50[1] <= p50[0] * P50_FACTOR + P50_SLACK_MS
-            and p99[1] <= p99[0] * P99_FACTOR + P99_SLACK_MS
+            p50[1] <= p50[0] * P50_FACTOR + p50_slack and p99[1] <= p99[0] * P99_FACTOR + p99_slack
         )
         checks.append(
             Check(
                 f"latency_{kind}",
                 passed,
                 f"p50 {p50[0]:.1f} → {p50[1]:.1f} ms, p99 {p99[0]:.1f} → {p99[1]:.1f} ms",
-                "last third: p50 ≤ 1.5x first + 10 ms, p99 ≤ 2x first + 50 ms",
+                f"last third: p50 ≤ {P50_FACTOR:g}x first + {p50_slack:g} ms,"
+                f" p99 ≤ {P99_FACTOR:g}x first + {p99_slack:g} ms",
             )
         )
     return checks

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import WebhookSettings
 from app.core.db import transaction, utc_now
 from app.projects.models import Project
+from app.webhooks.models import WebhookEndpoint
 from app.webhooks.resealing import reseal_all
 from app.webhooks.sealing import UnsealableSecret, key_id_of, seal, unseal
 from app.webhooks.signing import new_secret
@@ -26,6 +28,18 @@ OLD = _keys(secret_key=OLD_KEY, secret_key_id="k1")
 ROTATED = _keys(
     secret_key=NEW_KEY, secret_key_id="k2", previous_secret_key=OLD_KEY, previous_secret_key_id="k1"
 )
+
+
+@pytest.fixture(autouse=True)
+async def only_this_projects_endpoints(
+    db: async_sessionmaker[AsyncSession], project: Project
+) -> None:
+    """`reseal_all` reads every endpoint: those that end-to-end tests committed under their own
+    keys are set aside, in the test's transaction (rolled back with it)."""
+    async with transaction(db) as session:
+        await session.execute(
+            delete(WebhookEndpoint).where(WebhookEndpoint.project_id != project.id)
+        )
 
 
 class TestReseal:
