@@ -32,6 +32,7 @@ from typing import Any
 from benchmarks.dev_startup import load_average, machine
 from benchmarks.harness import charts, report
 from benchmarks.harness.load import ensure_wrk
+from benchmarks.harness.options import add_set_option, overrides_of
 from benchmarks.harness.peers import Peers
 from benchmarks.harness.procs import (
     REPO_ROOT,
@@ -69,20 +70,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="taskgate's worker pool (threads: one process per peer process, jobs overlapping)",
     )
     parser.add_argument("--worker-threads", type=int, default=4, help="jobs per threads process")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="TASKGATE_X=VALUE",
-        help="a setting of taskgate's processes for this run (repeatable; kept in the JSON)",
-    )
+    add_set_option(parser)
     args = parser.parse_args(argv)
-    args.overrides = {}
-    for item in args.set:
-        name, equals, value = item.partition("=")
-        if not equals or not name.startswith("TASKGATE_"):
-            parser.error(f"--set takes TASKGATE_NAME=VALUE, not {item!r}")
-        args.overrides[name] = value
+    args.overrides = overrides_of(parser, args)
     names = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in names if name not in BY_NAME]
     if unknown:

@@ -30,6 +30,7 @@ from typing import Any
 
 from benchmarks.dev_startup import load_average, machine
 from benchmarks.harness import report
+from benchmarks.harness.options import add_set_option, overrides_of
 from benchmarks.harness.procs import (
     REPO_ROOT,
     BenchError,
@@ -77,20 +78,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="write the JSON here instead")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="TASKGATE_X=VALUE",
-        help="a setting of taskgate's processes for this run (repeatable; kept in the JSON)",
-    )
+    add_set_option(parser)
     args = parser.parse_args(argv)
-    args.overrides = {}
-    for item in args.set:
-        name, equals, value = item.partition("=")
-        if not equals or not name.startswith("TASKGATE_"):
-            parser.error(f"--set takes TASKGATE_NAME=VALUE, not {item!r}")
-        args.overrides[name] = value
+    args.overrides = overrides_of(parser, args)
     if args.short:
         seconds, kill_every = SHORT_SECONDS, args.kill_every or SHORT_KILL_EVERY_S
         args.plan = Plan(seconds, kill_every, args.rate, args.rate, sample_every_s=2.0)
