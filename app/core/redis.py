@@ -33,7 +33,9 @@ async def _forget_if_reset(connection: Connection) -> None:
         await connection.disconnect(nowait=True)
 
 
-class _Connection(Connection):
+class _ForgetsReset(Connection):
+    """A connection that checks its transport before each send (`_forget_if_reset`)."""
+
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
     ) -> None:
@@ -41,12 +43,12 @@ class _Connection(Connection):
         await super().send_packed_command(command, check_health)
 
 
-class _SSLConnection(SSLConnection):
-    async def send_packed_command(
-        self, command: bytes | str | Iterable[bytes], check_health: bool = True
-    ) -> None:
-        await _forget_if_reset(self)
-        await super().send_packed_command(command, check_health)
+class _Connection(_ForgetsReset):
+    pass
+
+
+class _SSLConnection(_ForgetsReset, SSLConnection):
+    pass
 
 
 _CONNECTION_CLASSES: dict[str, type[Connection]] = {
