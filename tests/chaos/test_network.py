@@ -205,7 +205,12 @@ class TestPostgresqlConnectionsCut:
         load = Load(proxied, {"type": "sleep", "input": {"seconds": 0.1}}, concurrency=12)
 
         async def outage() -> None:
-            await asyncio.sleep(1.5)
+            # Once the load is under way (a fixed delay outlasts 200 submits on a fast machine),
+            # with most of it still to come, so that some of it meets the outage.
+            for _ in range(3000):
+                if load.answers.total() >= 20:
+                    break
+                await asyncio.sleep(0.01)
             database_proxy.refuse(2)  # connects refused for 2 s, as while PostgreSQL restarts
             database_proxy.cut()
 
