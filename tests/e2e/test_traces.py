@@ -124,9 +124,12 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
+def receiver(processes: ProcessGroup) -> Iterator[Receiver]:
+    """A receiver that outlives the test's processes: they export their last spans on the way
+    out, and a closed receiver would cost each of them the exporter's retries (10 s)."""
     receiver = Receiver()
     yield receiver
+    processes.stop_all()
     receiver.close()
 
 
