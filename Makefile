@@ -36,8 +36,11 @@ fmt: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# One pytest process per core (PYTEST_WORKERS=0: one process), each with engines of its own; a
+# test file runs in one of them, so its tests keep their order and their module's fixtures.
+PYTEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The benchmark harness's quick mode last: it checks that every scenario runs and gives figures
 # (never a speed), in about two minutes of its own.

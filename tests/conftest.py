@@ -8,11 +8,13 @@ ones, in which case those are used as they are.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -20,6 +22,7 @@ import pytest
 from celery import Celery
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -28,6 +31,7 @@ from app.core.config import Settings
 from app.core.db import create_engine
 from app.core.redis import create_redis
 from app.devstack import DevStack, StackUrls
+from app.devstack.stack import REDIS_URL
 from app.main import create_app
 from app.worker.celery_app import create_celery
 from app.worker.enqueue import Publisher
@@ -40,7 +44,18 @@ from tests.support import ProcessGroup, plain_dsn, run_alembic, settings_env
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUrls]:
     """The engines for the whole session: embedded ones, or those named by the environment."""
     with DevStack(tmp_path_factory.mktemp("engines"), durable=False) as dev_stack:
-        yield dev_stack.start()
+        yield _own_redis_database(dev_stack.start())
+
+
+def _own_redis_database(urls: StackUrls) -> StackUrls:
+    """Under pytest-xdist, the Redis database of this test process (gw0 → 0, gw1 → 1, …) when the
+    environment names a shared Redis: its queues, broadcasts and caches are then its own. (Each
+    process has a PostgreSQL database of its own anyway, and an embedded Redis of its own.)"""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or REDIS_URL not in os.environ:
+        return urls
+    redis_url = urlsplit(urls.redis_url)._replace(path=f"/{int(worker[2:])}").geturl()
+    return dataclasses.replace(urls, redis_url=redis_url)
 
 
 @contextlib.asynccontextmanager
@@ -199,8 +214,11 @@ async def platform(
     celery_control: Celery,
     engine: AsyncEngine,
     tmp_path: Path,
-) -> Platform:
-    """The API and the scheduler running as processes, and a project with a write API key."""
+) -> AsyncIterator[Platform]:
+    """The API and the scheduler running as processes, and a project with a write API key.
+
+    Its tasks that never ended are canceled afterwards: another test's workers, on the same
+    queues and database, would otherwise run them (and wait for them when stopped)."""
     platform = Platform(
         processes=processes,
         # Its own metrics directory: what a test scrapes is what its processes recorded.
@@ -212,7 +230,16 @@ async def platform(
     await platform.create_project()
     platform.start_api()
     platform.start_scheduler()
-    return platform
+    yield platform
+    processes.stop_all()
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "UPDATE tasks SET status = 'canceled', finished_at = now(), lease_expires_at = NULL"
+                " WHERE project_id = :project AND status IN ('queued', 'running', 'retrying')"
+            ),
+            {"project": platform.project_id},
+        )
 
 
 @pytest.fixture

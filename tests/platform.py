@@ -39,6 +39,9 @@ FAST_SETTINGS = {
     "TASKGATE_TASKS__RETRY_BASE_S": "0.5",
     "TASKGATE_TASKS__PUBLISH_BREAKER_S": "1",
     "TASKGATE_WORKER__UNACKED_RESTORE_INTERVAL_S": "1",
+    # A stopped worker hands back what it still runs after 1 s (a job another test left queued
+    # would otherwise hold its teardown for the 30 s default).
+    "TASKGATE_WORKER__SHUTDOWN_GRACE_S": "1",
     # Receivers in tests listen on 127.0.0.1; retries and lost deliveries come back in seconds.
     "TASKGATE_WEBHOOKS__ALLOW_LOOPBACK": "true",
     "TASKGATE_WEBHOOKS__TIMEOUT_S": "2",
