@@ -28,6 +28,7 @@ from app.core.config import Settings
 from app.core.db import after_commit, transaction, utc_now
 from app.core.dependencies import SessionDep, SessionmakerDep, SettingsDep
 from app.core.logging import note_caller
+from app.core.openapi import secured_by
 from app.core.security import API_KEY_PREFIX
 
 # Both read `Authorization: Bearer …`; two schemes so the OpenAPI document offers both ways.
@@ -116,17 +117,29 @@ async def get_principal(
     return await _admitted(request, principal)
 
 
-async def get_detached_principal(
-    request: Request,
-    token: Annotated[str | None, Depends(_user_token)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
-) -> Principal:
+def bearer_of(request: Request) -> str:
+    """The credential of `Authorization: Bearer …`, read as `_user_token` and `_api_key` read
+    it (the scheme in any case, the rest after the first space, stripped); 401 for anything
+    else."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials:
+        raise InvalidCredentials()
+    return credentials
+
+
+# What a dependency that reads the header itself (`bearer_of`) documents (`secured_by`).
+BEARER_SCHEMES = (_user_token, _api_key)
+
+
+async def get_detached_principal(request: Request) -> Principal:
     """`get_principal` in a short transaction of its own, committed before the route runs
     (none at all for an API key this process has just seen).
 
-    The settings and the sessionmaker come from the app's state, not from loaders: this runs on
-    every submit and poll, where each loader costs FastAPI's resolution more than its work."""
-    bearer = _bearer(token, credentials)
+    The credential, the settings and the sessionmaker come from the request and the app's
+    state, not from loaders: this runs on every submit and poll, where each loader costs
+    FastAPI's resolution more than its work."""
+    bearer = bearer_of(request)
     if (cached := principals.get(bearer)) is not None:
         return await _admitted(request, cached)
     settings: Settings = request.app.state.settings
@@ -140,6 +153,9 @@ async def get_detached_principal(
 
     principal = await principals.load_once(bearer, load, ttl_s=settings.security.principal_cache_s)
     return await _admitted(request, principal)
+
+
+secured_by(get_detached_principal, *BEARER_SCHEMES)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

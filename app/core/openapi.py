@@ -9,10 +9,13 @@ added here, once, rather than in every decorator.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
+from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.security.base import SecurityBase
 from starlette.routing import BaseRoute
 
 from app.core.errors import (
@@ -50,6 +53,21 @@ _RATE_HEADERS = {
 }
 
 
+D = TypeVar("D")
+
+# Dependencies that read `Authorization` themselves, and the schemes the document names for them.
+_SECURED: dict[Any, tuple[SecurityBase, ...]] = {}
+
+
+def secured_by(dependency: D, *schemes: SecurityBase) -> D:
+    """Mark `dependency` (a function or a callable object that routes depend on) as one that
+    authenticates with `schemes` by reading the header itself: FastAPI resolves each scheme a
+    route depends on as a dependency of its own on every request, where a hot route cannot
+    afford them, yet the document must still name them."""
+    _SECURED[dependency] = schemes
+    return dependency
+
+
 def operation_id(route: APIRoute) -> str:
     """The route function's name (`submit_task`): short, stable, unique (checked by a test)."""
     return route.name
@@ -66,6 +84,7 @@ def build_openapi(
     """The document for `routes`, with `schemas` added to its components (bodies that routes
     read themselves, such as a multipart upload, and refer to by name)."""
     document = get_openapi(title=title, version=version, description=description, routes=routes)
+    _add_marked_security(document, routes)
     components = document.setdefault("components", {}).setdefault("schemas", {})
     components["Problem"] = PROBLEM_OPENAPI_SCHEMA
     components.update(schemas or {})
@@ -80,6 +99,33 @@ def build_openapi(
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     return document
+
+
+def _add_marked_security(document: dict[str, Any], routes: list[BaseRoute]) -> None:
+    """The schemes of the `secured_by` dependencies of each route, as FastAPI documents those of
+    the schemes a route depends on."""
+    for route in iter_route_contexts(routes):
+        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+            continue
+        schemes = list(_marked_schemes(route.dependant))
+        if not schemes:
+            continue
+        definitions = document.setdefault("components", {}).setdefault("securitySchemes", {})
+        for method in route.methods or ():
+            operation = document["paths"][route.path_format][method.lower()]
+            security = operation.setdefault("security", [])
+            for scheme in schemes:
+                definitions[scheme.scheme_name] = jsonable_encoder(
+                    scheme.model, by_alias=True, exclude_none=True
+                )
+                if {scheme.scheme_name: []} not in security:
+                    security.append({scheme.scheme_name: []})
+
+
+def _marked_schemes(dependant: Dependant) -> Iterator[SecurityBase]:
+    for dependency in dependant.dependencies:
+        yield from _SECURED.get(dependency.call, ())
+        yield from _marked_schemes(dependency)
 
 
 def _operations(document: dict[str, Any]) -> Iterator[dict[str, Any]]:

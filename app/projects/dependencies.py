@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.auth.admission import admission_of
-from app.auth.dependencies import CurrentPrincipal, DetachedPrincipal
+from app.auth.dependencies import BEARER_SCHEMES, CurrentPrincipal, get_detached_principal
 from app.core.dependencies import SessionDep
+from app.core.openapi import secured_by
 from app.projects import access as project_access
 from app.projects.access import ProjectAccess
 from app.projects.exceptions import InsufficientRole, ProjectNotFound
@@ -39,10 +40,11 @@ class RequireRoleDetached:
 
     def __init__(self, role: Role) -> None:
         self.role = role
+        secured_by(self, *BEARER_SCHEMES)
 
-    async def __call__(
-        self, request: Request, project_id: uuid.UUID, principal: DetachedPrincipal
-    ) -> ProjectAccess:
+    async def __call__(self, request: Request, project_id: uuid.UUID) -> ProjectAccess:
+        # The caller without a dependency of its own: one fewer for FastAPI to resolve per submit.
+        principal = await get_detached_principal(request)
         state = request.app.state
         try:
             return await project_access.authorize_detached(
