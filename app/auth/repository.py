@@ -102,9 +102,10 @@ class RefreshTokenRepository:
             .where(or_(RefreshToken.expires_at <= now, inactive))
             .limit(limit)
             .with_for_update(skip_locked=True)
+            .cte("doomed")  # picked once: an IN subquery may be re-run past the rows it deleted
         )
         result = await self.session.execute(
-            delete(RefreshToken).where(RefreshToken.id.in_(doomed)).returning(RefreshToken.id)
+            delete(RefreshToken).where(RefreshToken.id == doomed.c.id).returning(RefreshToken.id)
         )
         return len(result.all())
 

@@ -105,10 +105,11 @@ class FileRepository:
             .order_by(File.expires_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
+            .cte("expired")  # picked once: an IN subquery may be re-run past the rows it deleted
         )
         statement = (
             delete(File)
-            .where(File.id.in_(expired.scalar_subquery()))
+            .where(File.id == expired.c.id)
             .returning(File)
             .execution_options(synchronize_session=False)
         )

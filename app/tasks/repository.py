@@ -207,10 +207,11 @@ class TaskRepository:
             .order_by(Task.run_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
+            .cte("due")  # picked once: never re-run past the rows it locked
         )
         statement = (
             update(Task)
-            .where(Task.id.in_(due.scalar_subquery()))
+            .where(Task.id == due.c.id)
             .values(status=TaskStatus.queued, dispatched_at=None)
             .returning(Task.id)
             .execution_options(synchronize_session=False, populate_existing=True)
