@@ -18,6 +18,11 @@ from tests.integration.files.conftest import object_bytes
 MIB = 1024 * 1024
 
 
+# A signature's date is whole seconds: a 1 s URL may have almost no life left by its first use
+# on a loaded machine. 3 s leaves at least 2.
+URL_TTL_S = 3
+
+
 def _short_lived(settings: Settings, ttl_s: int) -> Storage:
     files = settings.files.model_copy(
         update={"upload_url_ttl_s": ttl_s, "download_url_ttl_s": ttl_s}
@@ -56,7 +61,7 @@ class TestPresignedUrls:
     async def test_an_upload_url_works_until_it_expires(
         self, settings: Settings, http: httpx.AsyncClient
     ) -> None:
-        storage = _short_lived(settings, 1)
+        storage = _short_lived(settings, URL_TTL_S)
         key = _key()
         url = storage.upload_url(key, content_type="text/plain", size=2).url
         headers = {"Content-Type": "text/plain"}
@@ -71,7 +76,7 @@ class TestPresignedUrls:
     async def test_a_download_url_works_until_it_expires(
         self, settings: Settings, http: httpx.AsyncClient
     ) -> None:
-        storage = _short_lived(settings, 1)
+        storage = _short_lived(settings, URL_TTL_S)
         key = _key()
         await asyncio.to_thread(storage.put, key, b"data", content_type="text/plain")
         url = storage.download_url(key).url
