@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
+from fastapi.security import HTTPBearer, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import api_keys
@@ -31,7 +31,8 @@ from app.core.logging import note_caller
 from app.core.openapi import secured_by
 from app.core.security import API_KEY_PREFIX
 
-# Both read `Authorization: Bearer …`; two schemes so the OpenAPI document offers both ways.
+# Two schemes for `Authorization: Bearer …`, so the OpenAPI document offers both ways. No route
+# resolves them: `bearer_of` reads the header as they would, and `secured_by` documents them.
 _user_token = OAuth2PasswordBearer(
     tokenUrl="/v1/auth/token",
     scheme_name="UserToken",
@@ -53,11 +54,19 @@ async def _record_api_key_use(
         await api_keys.touch_api_key(session, key_id=key_id, now=now)
 
 
-def _bearer(token: str | None, credentials: HTTPAuthorizationCredentials | None) -> str:
-    bearer = token or (credentials.credentials if credentials is not None else None)
-    if not bearer:
+def bearer_of(request: Request) -> str:
+    """The credential of `Authorization: Bearer …`, read as `_user_token` and `_api_key` read
+    it (the scheme in any case, the rest after the first space, stripped); 401 for anything
+    else."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials:
         raise InvalidCredentials()
-    return bearer
+    return credentials
+
+
+# What a dependency that reads the header itself (`bearer_of`) documents (`secured_by`).
+BEARER_SCHEMES = (_user_token, _api_key)
 
 
 async def _authenticate(
@@ -106,30 +115,13 @@ async def get_principal(
     session: SessionDep,
     settings: SettingsDep,
     sessionmaker: SessionmakerDep,
-    token: Annotated[str | None, Depends(_user_token)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
 ) -> Principal:
     """The caller, from a JWT access token or an API key; 401 for anything else."""
-    bearer = _bearer(token, credentials)
+    bearer = bearer_of(request)
     principal = await _authenticate(
         session, settings=settings, sessionmaker=sessionmaker, bearer=bearer
     )
     return await _admitted(request, principal)
-
-
-def bearer_of(request: Request) -> str:
-    """The credential of `Authorization: Bearer …`, read as `_user_token` and `_api_key` read
-    it (the scheme in any case, the rest after the first space, stripped); 401 for anything
-    else."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    credentials = credentials.strip()
-    if scheme.lower() != "bearer" or not credentials:
-        raise InvalidCredentials()
-    return credentials
-
-
-# What a dependency that reads the header itself (`bearer_of`) documents (`secured_by`).
-BEARER_SCHEMES = (_user_token, _api_key)
 
 
 async def get_detached_principal(request: Request) -> Principal:
@@ -155,6 +147,8 @@ async def get_detached_principal(request: Request) -> Principal:
     return await _admitted(request, principal)
 
 
+# Both read the header themselves (`bearer_of`): the schemes are documented, never resolved.
+secured_by(get_principal, *BEARER_SCHEMES)
 secured_by(get_detached_principal, *BEARER_SCHEMES)
 
 

@@ -111,13 +111,15 @@ def _add_marked_security(document: dict[str, Any], routes: list[BaseRoute]) -> N
         if not schemes:
             continue
         definitions = document.setdefault("components", {}).setdefault("securitySchemes", {})
+        for scheme in schemes:
+            definitions[scheme.scheme_name] = jsonable_encoder(
+                scheme.model, by_alias=True, exclude_none=True
+            )
         for method in route.methods or ():
-            operation = document["paths"][route.path_format][method.lower()]
-            security = operation.setdefault("security", [])
+            security = document["paths"][route.path_format][method.lower()].setdefault(
+                "security", []
+            )
             for scheme in schemes:
-                definitions[scheme.scheme_name] = jsonable_encoder(
-                    scheme.model, by_alias=True, exclude_none=True
-                )
                 if {scheme.scheme_name: []} not in security:
                     security.append({scheme.scheme_name: []})
 
